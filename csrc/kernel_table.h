@@ -1,0 +1,62 @@
+#pragma once
+// The table of ahead-of-time compiled kernels. triton_src/aot.py generates its only
+// definition (aot_kernels.cpp in the build folder) from the compiled Triton kernels, so
+// no kernel name, warp count or parameter list is ever written by hand on the C++ side.
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+namespace fused_ops {
+
+// Parameter kinds as the compiled kernel declares them (read from its PTX entry).
+enum class ParamKind : uint8_t { Pointer, Int32, Int64, Float32 };
+
+enum class ImageFormat : uint8_t { Cubin, Ptx };
+
+struct Image {
+  int arch;  // compute capability as major * 10 + minor: 89 for sm_89
+  ImageFormat format;
+  const unsigned char* data;
+  size_t size;
+  const char* entry;
+  int shared_bytes;
+};
+
+struct Constexpr {
+  const char* name;
+  int64_t value;
+};
+
+struct Variant {
+  const char* kernel;
+  const char* dtype;  // Triton's name: "fp32", "fp16", "bf16"
+  const Constexpr* constexprs;
+  size_t num_constexprs;
+  int num_warps;
+  // Every parameter of the compiled entry: the kernel's own, then the trailing scratch
+  // pointers that Triton adds (their number depends on the Triton version).
+  const ParamKind* params;
+  size_t num_params;
+  size_t num_user_params;
+  const Image* images;
+  size_t num_images;
+
+  // The value of a tl.constexpr argument of this variant; -1 if it has none of that name.
+  int64_t constexpr_value(const char* name) const {
+    for (size_t i = 0; i < num_constexprs; ++i) {
+      if (std::strcmp(constexprs[i].name, name) == 0) return constexprs[i].value;
+    }
+    return -1;
+  }
+};
+
+struct KernelTable {
+  const Variant* variants;
+  size_t size;
+  const char* archs;  // the build's arch list, e.g. "80;86;89;90"
+};
+
+const KernelTable& kernel_table();
+
+}  // namespace fused_ops

@@ -1,0 +1,247 @@
+#include "launcher.h"
+
+#include <cuda.h>
+
+#include <c10/cuda/CUDAException.h>
+#include <c10/util/Exception.h>
+
+#include <cstdlib>
+#include <limits>
+#include <map>
+#include <mutex>
+#include <set>
+#include <sstream>
+#include <utility>
+
+namespace fused_ops {
+namespace {
+
+// The driver functions the launcher uses, resolved once through the runtime.
+struct Driver {
+  decltype(&::cuGetErrorName) getErrorName;
+  decltype(&::cuGetErrorString) getErrorString;
+  decltype(&::cuCtxGetCurrent) ctxGetCurrent;
+  decltype(&::cuLibraryLoadData) libraryLoadData;
+  decltype(&::cuLibraryGetKernel) libraryGetKernel;
+  decltype(&::cuKernelSetAttribute) kernelSetAttribute;
+  decltype(&::cuLaunchKernel) launchKernel;
+};
+
+template <typename Fn>
+void resolve(Fn& fn, const char* name) {
+  void* address = nullptr;
+  cudaDriverEntryPointQueryResult status = cudaDriverEntryPointSymbolNotFound;
+  // 12000: the ABI version of each function wanted (all exist since CUDA 12.0).
+  const cudaError_t error =
+      cudaGetDriverEntryPointByVersion(name, &address, 12000, cudaEnableDefault, &status);
+  TORCH_CHECK(error == cudaSuccess && status == cudaDriverEntryPointSuccess && address,
+              "fused_ops: cannot find the CUDA driver function ", name, " (",
+              cudaGetErrorString(error),
+              "); fused_ops needs an NVIDIA driver for CUDA 12.0 or newer");
+  fn = reinterpret_cast<Fn>(address);
+}
+
+const Driver& driver() {
+  static const Driver instance = [] {
+    Driver d{};
+    resolve(d.getErrorName, "cuGetErrorName");
+    resolve(d.getErrorString, "cuGetErrorString");
+    resolve(d.ctxGetCurrent, "cuCtxGetCurrent");
+    resolve(d.libraryLoadData, "cuLibraryLoadData");
+    resolve(d.libraryGetKernel, "cuLibraryGetKernel");
+    resolve(d.kernelSetAttribute, "cuKernelSetAttribute");
+    resolve(d.launchKernel, "cuLaunchKernel");
+    return d;
+  }();
+  return instance;
+}
+
+void check(CUresult result, const char* what, const Variant& variant, const Image* image) {
+  if (result == CUDA_SUCCESS) return;
+  const char* name = "unknown";
+  const char* text = "unknown error";
+  driver().getErrorName(result, &name);
+  driver().getErrorString(result, &text);
+  std::ostringstream where;
+  where << variant.kernel << " (" << variant.dtype;
+  for (size_t i = 0; i < variant.num_constexprs; ++i) {
+    where << ", " << variant.constexprs[i].name << "=" << variant.constexprs[i].value;
+  }
+  where << ")";
+  if (image) {
+    where << " from its sm_" << image->arch
+          << (image->format == ImageFormat::Cubin ? " cubin" : " PTX");
+  }
+  TORCH_CHECK(false, "fused_ops: ", what, " failed for ", where.str(), ": ", name, " (", text,
+              ")");
+}
+
+// FUSED_OPS_ARCH=sm_89 runs the sm_89 build whatever the GPU: its cubin on an sm_89 device,
+// its PTX through the driver's JIT on a newer one. 0 when unset.
+int forced_arch() {
+  static const int arch = [] {
+    const char* value = std::getenv("FUSED_OPS_ARCH");
+    if (value == nullptr || *value == '\0') return 0;
+    std::string text(value);
+    if (text.rfind("sm_", 0) == 0) text = text.substr(3);
+    char* end = nullptr;
+    const long parsed = std::strtol(text.c_str(), &end, 10);
+    TORCH_CHECK(!text.empty() && *end == '\0' && parsed >= 10 && parsed < 1000,
+                "fused_ops: FUSED_OPS_ARCH='", value, "' is not an arch such as sm_89");
+    return static_cast<int>(parsed);
+  }();
+  return arch;
+}
+
+// Machine code runs on its own major version from its minor version on; Triton compiles
+// sm_90 and later for the arch-specific "a" targets, which run on exactly that arch.
+bool cubin_runs_on(int image_arch, int device_arch) {
+  if (image_arch >= 90) return image_arch == device_arch;
+  return image_arch / 10 == device_arch / 10 && image_arch <= device_arch;
+}
+
+int device_arch(int device) {
+  int major = 0;
+  int minor = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+  return major * 10 + minor;
+}
+
+const Image* select_image(const Variant& variant, int device) {
+  const int arch = device_arch(device);
+  const int wanted = forced_arch();
+  const Image* best = nullptr;
+  auto better = [](const Image* candidate, const Image* current) {
+    if (current == nullptr) return true;
+    if (candidate->format != current->format) return candidate->format == ImageFormat::Cubin;
+    return candidate->arch > current->arch;
+  };
+  for (size_t i = 0; i < variant.num_images; ++i) {
+    const Image* image = &variant.images[i];
+    if (wanted != 0 && image->arch != wanted) continue;
+    const bool runs = image->format == ImageFormat::Cubin ? cubin_runs_on(image->arch, arch)
+                                                          : image->arch <= arch;
+    if (runs && better(image, best)) best = image;
+  }
+  if (best == nullptr) {
+    std::ostringstream built;
+    for (size_t i = 0; i < variant.num_images; ++i) {
+      const Image& image = variant.images[i];
+      built << (i ? ", " : "") << "sm_" << image.arch
+            << (image.format == ImageFormat::Cubin ? " cubin" : " PTX");
+    }
+    TORCH_CHECK(false, "fused_ops: no kernel image runs on cuda:", device, " (sm_", arch, ")",
+                wanted ? " with FUSED_OPS_ARCH=sm_" + std::to_string(wanted) : std::string(),
+                "; this build holds ", built.str(), " (built for sm_", kernel_table().archs,
+                "). Rebuild with FUSED_OPS_ARCHS naming ", arch, ".");
+  }
+  return best;
+}
+
+// Loaded images are shared by every device and context: one CUkernel per image, plus the
+// devices on which an image's large shared-memory opt-in has been made.
+class LoadedKernels {
+ public:
+  CUkernel get(const Variant& variant, const Image& image, int device) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto found = kernels_.find(&image);
+    if (found == kernels_.end()) {
+      CUlibrary library = nullptr;
+      check(driver().libraryLoadData(&library, image.data, nullptr, nullptr, 0, nullptr,
+                                     nullptr, 0),
+            "loading the kernel image", variant, &image);
+      CUkernel kernel = nullptr;
+      check(driver().libraryGetKernel(&kernel, library, image.entry), "finding the kernel",
+            variant, &image);
+      found = kernels_.emplace(&image, kernel).first;
+    }
+    constexpr int kDefaultSharedLimit = 48 * 1024;
+    if (image.shared_bytes > kDefaultSharedLimit && opted_in_.emplace(&image, device).second) {
+      check(driver().kernelSetAttribute(CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                        image.shared_bytes, found->second, device),
+            "raising the shared-memory limit", variant, &image);
+    }
+    return found->second;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::map<const Image*, CUkernel> kernels_;
+  std::set<std::pair<const Image*, int>> opted_in_;
+};
+
+LoadedKernels& loaded_kernels() {
+  static LoadedKernels instance;
+  return instance;
+}
+
+// A thread that has not used the CUDA runtime yet has no current context; a runtime call
+// binds the device's primary context, which the launch below runs in.
+void ensure_current_context(const Variant& variant) {
+  CUcontext context = nullptr;
+  check(driver().ctxGetCurrent(&context), "querying the current context", variant, nullptr);
+  if (context == nullptr) {
+    C10_CUDA_CHECK(cudaFree(nullptr));
+  }
+}
+
+}  // namespace
+
+LaunchArgs& LaunchArgs::push(ParamKind kind, const void* value, size_t size) {
+  Slot slot{kind, {}};
+  std::memcpy(slot.bytes, value, size);
+  slots_.push_back(slot);
+  return *this;
+}
+
+LaunchArgs& LaunchArgs::pointer(const void* value) {
+  return push(ParamKind::Pointer, &value, sizeof(value));
+}
+
+LaunchArgs& LaunchArgs::i32(int64_t value) {
+  TORCH_CHECK(value >= std::numeric_limits<int32_t>::min() &&
+                  value <= std::numeric_limits<int32_t>::max(),
+              "fused_ops: kernel argument ", slots_.size(), " = ", value,
+              " does not fit in 32 bits");
+  const int32_t narrow = static_cast<int32_t>(value);
+  return push(ParamKind::Int32, &narrow, sizeof(narrow));
+}
+
+LaunchArgs& LaunchArgs::i64(int64_t value) { return push(ParamKind::Int64, &value, sizeof(value)); }
+
+LaunchArgs& LaunchArgs::f32(float value) { return push(ParamKind::Float32, &value, sizeof(value)); }
+
+void launch(const Variant& variant, uint32_t grid_x, const LaunchArgs& args, int device,
+            cudaStream_t stream) {
+  TORCH_CHECK(args.slots_.size() == variant.num_user_params,
+              "fused_ops: ", variant.kernel, " takes ", variant.num_user_params,
+              " arguments, the launcher packed ", args.slots_.size());
+  c10::SmallVector<void*, 32> params;
+  for (size_t i = 0; i < variant.num_user_params; ++i) {
+    TORCH_CHECK(args.slots_[i].kind == variant.params[i], "fused_ops: ", variant.kernel,
+                " argument ", i, " was packed with the wrong type");
+    params.push_back(const_cast<unsigned char*>(args.slots_[i].bytes));
+  }
+  // Triton's trailing scratch pointers: the build guarantees the kernels need no scratch.
+  void* no_scratch = nullptr;
+  for (size_t i = variant.num_user_params; i < variant.num_params; ++i) {
+    params.push_back(&no_scratch);
+  }
+
+  const Image* image = select_image(variant, device);
+  ensure_current_context(variant);
+  CUkernel kernel = loaded_kernels().get(variant, *image, device);
+  check(driver().launchKernel(reinterpret_cast<CUfunction>(kernel), grid_x, 1, 1,
+                              32 * variant.num_warps, 1, 1, image->shared_bytes,
+                              reinterpret_cast<CUstream>(stream), params.data(), nullptr),
+        "launching", variant, image);
+}
+
+std::string image_for_device(const Variant& variant, int device) {
+  const Image* image = select_image(variant, device);
+  return "sm_" + std::to_string(image->arch) +
+         (image->format == ImageFormat::Cubin ? " cubin" : " PTX (JIT)");
+}
+
+}  // namespace fused_ops

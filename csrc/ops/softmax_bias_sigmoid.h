@@ -1,0 +1,37 @@
+#pragma once
+// fused::softmax_bias_sigmoid(Tensor x, Tensor bias, float scale) -> Tensor
+//   out = sigmoid((softmax(x, dim=1) + bias) * scale), x of shape (N, C, *spatial).
+//
+// Every backend sees x and out through the same view, (N, C, S) with the S spatial positions
+// of a sample addressed by two strided groups, so no layout needs a copy: position s sits at
+// (s / inner_size) * stride_outer + (s % inner_size) * stride_inner.
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+
+namespace fused_ops {
+
+struct ChannelStrides {
+  int64_t n, c, outer, inner;
+};
+
+struct ChannelView {
+  int64_t batch;
+  int64_t channels;
+  int64_t positions;   // spatial positions per sample
+  int64_t inner_size;  // positions in one inner group (divides positions)
+  ChannelStrides x;
+  ChannelStrides out;
+};
+
+// The view of x and out, or false when their spatial strides need more than two groups
+// (for instance a 5-D tensor sliced in two spatial dims); make x contiguous then.
+bool channel_view(const at::Tensor& x, const at::Tensor& out, ChannelView& view);
+
+// The CPU kernel: writes out (same shape as x, any strides) from x and a contiguous bias of
+// C values, all of x's dtype.
+void softmax_bias_sigmoid_cpu_kernel(const at::Tensor& x, const at::Tensor& bias, double scale,
+                                     const ChannelView& view, at::Tensor& out);
+
+}  // namespace fused_ops

@@ -1,0 +1,8 @@
+// The one TORCH_LIBRARY block: every op schema of the fused namespace is declared here, and
+// each op's kernels are registered beside its implementation in csrc/ops/.
+
+#include <torch/library.h>
+
+TORCH_LIBRARY(fused, m) {
+  m.def("softmax_bias_sigmoid(Tensor x, Tensor bias, float scale) -> Tensor");
+}

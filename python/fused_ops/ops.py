@@ -1,0 +1,17 @@
+"""Typed Python entry points of the ops that the op library registers under torch.ops.fused.
+
+The schemas live in csrc/registration.cpp; the Meta kernels that torch.compile and
+torch.export trace with are registered in C++ next to each op, so that Python and C++ users
+(TorchScript, AOTInductor) see the same shapes and the same errors.
+"""
+import torch
+
+
+def softmax_bias_sigmoid(x: torch.Tensor, bias: torch.Tensor, scale: float) -> torch.Tensor:
+    """``sigmoid((softmax(x, dim=1) + bias) * scale)`` in one pass over x.
+
+    x: (N, C, *spatial), float32, float16 or bfloat16 (float64 on the CPU), any strides.
+    bias: C values of x's dtype and device, e.g. shape (C,) or (C, 1, 1).
+    scale: a Python float. Returns a tensor of x's shape, dtype and memory format.
+    """
+    return torch.ops.fused.softmax_bias_sigmoid(x, bias, float(scale))

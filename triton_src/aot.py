@@ -1,0 +1,238 @@
+"""Build-time compiler: Triton kernels in triton_src/ become one C++ source of embedded images.
+
+    python triton_src/aot.py --out-dir BUILD_DIR [--archs 80,86,89,90] [--jobs N]
+
+Every module in this folder that declares ``VARIANTS`` is a kernel: its ``@triton.jit``
+function named ``KERNEL_NAME``, its argument ``SIGNATURE`` and ``DTYPES``. Each (variant,
+dtype, arch) is compiled with an explicit ``GPUTarget``, so no GPU or driver is needed, in
+parallel across cores. The output, ``BUILD_DIR/aot_kernels.cpp``, holds the cubins (and the
+PTX of the highest non-"a" arch, which any newer GPU can JIT) as byte arrays plus the table
+described in csrc/kernel_table.h. Everything the C++ launcher knows about a kernel (entry
+name, warps, shared memory, parameter list) is read here from the compiled kernel.
+
+Runs with the build's Python; needs triton, never torch.
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import importlib.util
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_ARCHS = (80, 86, 89, 90)
+ARCHS_ENV = "FUSED_OPS_ARCHS"
+
+# PTX parameter declarations: ".param .u64 .ptr .global .align 1 name_param_3".
+_PTX_PARAM = re.compile(r"\.param\s+\.(\w+)(\s+\.ptr)?[^,)]*?_param_(\d+)")
+_PTX_KIND = {("u64", True): "Pointer", ("u64", False): "Int64", ("b64", False): "Int64",
+             ("u32", False): "Int32", ("b32", False): "Int32", ("s32", False): "Int32",
+             ("f32", False): "Float32"}
+_SIGNATURE_KIND = {"i32": "Int32", "i64": "Int64", "fp32": "Float32"}
+
+
+@dataclass(frozen=True)
+class Job:
+    module_path: str
+    kernel: str
+    dtype: str
+    variant: tuple  # sorted (name, value) pairs of the variant dict, num_warps included
+    arch: int
+    want_ptx: bool
+
+
+@dataclass
+class Compiled:
+    job: Job
+    entry: str
+    num_warps: int
+    shared_bytes: int
+    params: list
+    cubin: bytes
+    ptx: bytes | None
+
+
+def parse_archs(text: str) -> list[int]:
+    archs = []
+    for item in re.split(r"[,;\s]+", text.strip()):
+        if not item:
+            continue
+        digits = item.lower().removeprefix("sm_").removeprefix("sm").rstrip("a")
+        if not digits.isdigit():
+            raise SystemExit(f"aot.py: cannot read arch {item!r} in {text!r}; write e.g. 80,86,89,90")
+        archs.append(int(digits))
+    if not archs:
+        raise SystemExit(f"aot.py: the arch list {text!r} is empty")
+    return sorted(set(archs))
+
+
+def kernel_modules() -> list[Path]:
+    return sorted(p for p in HERE.glob("*.py")
+                  if p.name not in ("aot.py", "__init__.py") and "VARIANTS =" in p.read_text())
+
+
+def load_module(path: str):
+    spec = importlib.util.spec_from_file_location(f"fused_ops_kernels.{Path(path).stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def jobs_for(archs: list[int]) -> list[Job]:
+    # PTX is only forward compatible for targets without the "a" suffix, which Triton uses
+    # from sm_90 on; the highest such arch is the one a newer GPU falls back to.
+    ptx_arch = max((a for a in archs if a < 90), default=None)
+    jobs = []
+    for path in kernel_modules():
+        module = load_module(str(path))
+        for variant in module.VARIANTS:
+            for dtype in module.DTYPES:
+                for arch in archs:
+                    jobs.append(Job(str(path), module.KERNEL_NAME, dtype,
+                                    tuple(sorted(variant.items())), arch, arch == ptx_arch))
+    return jobs
+
+
+def ptx_params(ptx: str, entry: str) -> list[str]:
+    header = ptx[ptx.index(f".entry {entry}("):]
+    header = header[:header.index(")")]
+    params = []
+    for index, (ptx_type, is_pointer, number) in enumerate(_PTX_PARAM.findall(header)):
+        assert int(number) == index, f"{entry}: PTX parameters out of order"
+        params.append(_PTX_KIND[(ptx_type, bool(is_pointer))])
+    return params
+
+
+def signature_kinds(signature: dict) -> list[str]:
+    return ["Pointer" if t.startswith("*") else _SIGNATURE_KIND[t] for t in signature.values()]
+
+
+def compile_job(job: Job) -> Compiled:
+    import triton
+    from triton.backends.compiler import GPUTarget
+
+    module = load_module(job.module_path)
+    kernel = getattr(module, job.kernel)
+    variant = dict(job.variant)
+    num_warps = variant.pop("num_warps")
+    num_stages = variant.pop("num_stages", 1)
+    signature = {name: t.format(dtype=job.dtype) for name, t in module.SIGNATURE.items()}
+    signature.update({name: "constexpr" for name in variant})
+    source = triton.compiler.ASTSource(fn=kernel, signature=signature, constexprs=variant)
+    compiled = triton.compile(source, target=GPUTarget("cuda", job.arch, 32),
+                              options={"num_warps": num_warps, "num_stages": num_stages})
+    meta = compiled.metadata
+    for scratch in ("global_scratch_size", "profile_scratch_size"):
+        if getattr(meta, scratch, 0):
+            raise RuntimeError(f"{job.kernel} ({job.dtype}, {variant}, sm_{job.arch}) needs "
+                               f"{scratch}={getattr(meta, scratch)}; the launcher passes no scratch")
+    ptx = compiled.asm["ptx"]
+    params = ptx_params(ptx, meta.name)
+    expected = signature_kinds(module.SIGNATURE)
+    if params[:len(expected)] != expected or any(p != "Pointer" for p in params[len(expected):]):
+        raise RuntimeError(f"{job.kernel} sm_{job.arch}: compiled parameters {params} do not "
+                           f"start with the declared {expected} followed by scratch pointers")
+    return Compiled(job, meta.name, meta.num_warps, meta.shared, params, compiled.asm["cubin"],
+                    ptx.encode() + b"\0" if job.want_ptx else None)
+
+
+def byte_array(name: str, data: bytes) -> str:
+    rows = [",".join(str(b) for b in data[i:i + 40]) for i in range(0, len(data), 40)]
+    return f"alignas(16) const unsigned char {name}[{len(data)}] = {{\n" + ",\n".join(rows) + "\n};\n"
+
+
+def render(results: list[Compiled], archs: list[int]) -> str:
+    groups: dict[tuple, list[Compiled]] = {}
+    for r in results:
+        groups.setdefault((r.job.kernel, r.job.variant, r.job.dtype), []).append(r)
+    arrays, images, variants = [], [], []
+    for index, ((kernel, variant, dtype), compiled) in enumerate(groups.items()):
+        first = compiled[0]
+        if any(c.params != first.params or c.num_warps != first.num_warps for c in compiled):
+            raise RuntimeError(f"{kernel} {dtype} {variant}: archs disagree on parameters or warps")
+        image_rows = []
+        for c in sorted(compiled, key=lambda c: c.job.arch):
+            for fmt, data in (("Cubin", c.cubin), ("Ptx", c.ptx)):
+                if data is None:
+                    continue
+                name = f"image_{index}_sm{c.job.arch}_{fmt.lower()}"
+                arrays.append(byte_array(name, data))
+                image_rows.append(f'  {{{c.job.arch}, ImageFormat::{fmt}, {name}, sizeof({name}), '
+                                  f'"{c.entry}", {c.shared_bytes}}},')
+        constexprs = [(k, v) for k, v in variant if k != "num_warps"]
+        user_params = len(signature_kinds(load_module(first.job.module_path).SIGNATURE))
+        images.append(f"const Image images_{index}[] = {{\n" + "\n".join(image_rows) + "\n};\n"
+                      f"const Constexpr constexprs_{index}[] = {{"
+                      + ", ".join(f'{{"{k}", {int(v)}}}' for k, v in constexprs) + "};\n"
+                      f"const ParamKind params_{index}[] = {{"
+                      + ", ".join(f"ParamKind::{p}" for p in first.params) + "};\n")
+        variants.append(f'  {{"{kernel}", "{dtype}", constexprs_{index}, {len(constexprs)}, '
+                        f"{first.num_warps}, params_{index}, {len(first.params)}, {user_params}, "
+                        f"images_{index}, {len(image_rows)}}},")
+    arch_list = ";".join(str(a) for a in archs)
+    return ("// Generated by triton_src/aot.py. Do not edit: the build writes it anew.\n"
+            '#include "kernel_table.h"\n\nnamespace fused_ops {\nnamespace {\n\n'
+            + "\n".join(arrays) + "\n" + "\n".join(images)
+            + "\nconst Variant variants[] = {\n" + "\n".join(variants) + "\n};\n\n}  // namespace\n\n"
+            "const KernelTable& kernel_table() {\n"
+            f'  static const KernelTable table{{variants, sizeof(variants) / sizeof(variants[0]), "{arch_list}"}};\n'
+            "  return table;\n}\n\n}  // namespace fused_ops\n")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out-dir", type=Path, required=True)
+    parser.add_argument("--archs", default=os.environ.get(ARCHS_ENV, ",".join(map(str, DEFAULT_ARCHS))),
+                        help=f"target archs (default: ${ARCHS_ENV} or {DEFAULT_ARCHS})")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args(argv)
+
+    archs = parse_archs(args.archs)
+    if 89 not in archs:
+        print(f"aot.py: note: sm_89 (RTX 4090, the target GPU) is not in {archs}", file=sys.stderr)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    # Triton's cache lives beside the output so that rebuilds are fast and nothing leaks
+    # into the user's home directory.
+    os.environ.setdefault("TRITON_CACHE_DIR", str(args.out_dir.resolve() / "triton_cache"))
+    # Line tables double the size of every image; TRITON_DISABLE_LINE_INFO=0 keeps them for
+    # profiling against the Python source.
+    os.environ.setdefault("TRITON_DISABLE_LINE_INFO", "1")
+
+    jobs = jobs_for(archs)
+    start = time.monotonic()
+    results = []
+    with concurrent.futures.ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        futures = {pool.submit(compile_job, job): job for job in jobs}
+        for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
+            job = futures[future]
+            try:
+                result = future.result()
+            except Exception as error:
+                for f in futures:
+                    f.cancel()
+                raise SystemExit(f"aot.py: compiling {job.kernel} {job.dtype} {dict(job.variant)} "
+                                 f"for sm_{job.arch} failed: {error}") from error
+            results.append(result)
+            config = " ".join(f"{k}={v}" for k, v in job.variant)
+            print(f"[{done}/{len(jobs)}] {job.kernel} {job.dtype} {config} sm_{job.arch}: "
+                  f"{len(result.cubin)} B cubin, {result.shared_bytes} B shared "
+                  f"({time.monotonic() - start:.0f} s)", flush=True)
+
+    results.sort(key=lambda r: (r.job.kernel, r.job.variant, r.job.dtype, r.job.arch))
+    source = render(results, archs)
+    target = args.out_dir / "aot_kernels.cpp"
+    # Rewriting identical output would force a recompile of the largest source in the build.
+    if not target.exists() or target.read_text() != source:
+        target.write_text(source)
+    print(f"aot.py: {len(jobs)} kernels for sm_{', sm_'.join(map(str, archs))} in "
+          f"{time.monotonic() - start:.0f} s -> {target}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
