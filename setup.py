@@ -77,7 +77,10 @@ def extension():
                if p.parent.name != "apps"]
     cxx_flags = ["-O3"]
     include_dirs = [str(CSRC)]
-    extra_link_args = []
+    # The shared libstdc++, as torch uses: a toolchain that links it statically by default
+    # (seen: a GCC in /opt/gcc) leaves a second copy of iostreams in the library, and
+    # formatting an error message then crashes inside torch's process.
+    extra_link_args = ["-Wl,-Bdynamic", "-lstdc++"]
     libraries = []
     if WITH_CUDA:
         cuda_includes, cudart = cuda_include_and_runtime()

@@ -6,6 +6,7 @@
 #include <c10/util/Exception.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <map>
 #include <mutex>
@@ -188,40 +189,52 @@ void ensure_current_context(const Variant& variant) {
 
 }  // namespace
 
-LaunchArgs& LaunchArgs::push(ParamKind kind, const void* value, size_t size) {
-  Slot slot{kind, {}};
+ParamKind LaunchArgs::next_kind(const char* what) const {
+  TORCH_CHECK(slots_.size() < variant_.num_user_params, "fused_ops: ", variant_.kernel,
+              " takes ", variant_.num_user_params, " arguments; got one more (", what, ")");
+  return variant_.params[slots_.size()];
+}
+
+LaunchArgs& LaunchArgs::push(const void* value, size_t size) {
+  Slot slot{};
   std::memcpy(slot.bytes, value, size);
   slots_.push_back(slot);
   return *this;
 }
 
 LaunchArgs& LaunchArgs::pointer(const void* value) {
-  return push(ParamKind::Pointer, &value, sizeof(value));
+  TORCH_CHECK(next_kind("a pointer") == ParamKind::Pointer, "fused_ops: ", variant_.kernel,
+              " argument ", slots_.size(), " is not a pointer");
+  return push(&value, sizeof(value));
 }
 
-LaunchArgs& LaunchArgs::i32(int64_t value) {
+LaunchArgs& LaunchArgs::integer(int64_t value) {
+  const ParamKind kind = next_kind("an integer");
+  if (kind == ParamKind::Int64) return push(&value, sizeof(value));
+  TORCH_CHECK(kind == ParamKind::Int32, "fused_ops: ", variant_.kernel, " argument ",
+              slots_.size(), " is not an integer");
   TORCH_CHECK(value >= std::numeric_limits<int32_t>::min() &&
                   value <= std::numeric_limits<int32_t>::max(),
-              "fused_ops: kernel argument ", slots_.size(), " = ", value,
-              " does not fit in 32 bits");
+              "fused_ops: ", variant_.kernel, " argument ", slots_.size(), " = ", value,
+              " does not fit in the 32 bits the kernel takes");
   const int32_t narrow = static_cast<int32_t>(value);
-  return push(ParamKind::Int32, &narrow, sizeof(narrow));
+  return push(&narrow, sizeof(narrow));
 }
 
-LaunchArgs& LaunchArgs::i64(int64_t value) { return push(ParamKind::Int64, &value, sizeof(value)); }
+LaunchArgs& LaunchArgs::f32(float value) {
+  TORCH_CHECK(next_kind("a float") == ParamKind::Float32, "fused_ops: ", variant_.kernel,
+              " argument ", slots_.size(), " is not an fp32 scalar");
+  return push(&value, sizeof(value));
+}
 
-LaunchArgs& LaunchArgs::f32(float value) { return push(ParamKind::Float32, &value, sizeof(value)); }
-
-void launch(const Variant& variant, uint32_t grid_x, const LaunchArgs& args, int device,
-            cudaStream_t stream) {
-  TORCH_CHECK(args.slots_.size() == variant.num_user_params,
-              "fused_ops: ", variant.kernel, " takes ", variant.num_user_params,
-              " arguments, the launcher packed ", args.slots_.size());
+void launch(const LaunchArgs& args, uint32_t grid_x, int device, cudaStream_t stream) {
+  const Variant& variant = args.variant_;
+  TORCH_CHECK(args.slots_.size() == variant.num_user_params, "fused_ops: ", variant.kernel,
+              " takes ", variant.num_user_params, " arguments, the launcher packed ",
+              args.slots_.size());
   c10::SmallVector<void*, 32> params;
-  for (size_t i = 0; i < variant.num_user_params; ++i) {
-    TORCH_CHECK(args.slots_[i].kind == variant.params[i], "fused_ops: ", variant.kernel,
-                " argument ", i, " was packed with the wrong type");
-    params.push_back(const_cast<unsigned char*>(args.slots_[i].bytes));
+  for (const auto& slot : args.slots_) {
+    params.push_back(const_cast<unsigned char*>(slot.bytes));
   }
   // Triton's trailing scratch pointers: the build guarantees the kernels need no scratch.
   void* no_scratch = nullptr;

@@ -17,29 +17,30 @@
 
 namespace fused_ops {
 
-// Arguments of one launch in parameter order, each packed at the exact width the compiled
-// kernel declares (an fp32 scalar travels as 4 bytes, never as a double).
+// The arguments of one launch of `variant`, in parameter order, each packed at the width
+// its compiled kernel declares: an integer goes in as 32 or 64 bits (checked to fit), an fp32
+// scalar as 4 bytes, never as a double. A wrong kind of argument is an error here.
 class LaunchArgs {
  public:
+  explicit LaunchArgs(const Variant& variant) : variant_(variant) {}
   LaunchArgs& pointer(const void* value);
-  LaunchArgs& i32(int64_t value);  // checked to fit in 32 bits
-  LaunchArgs& i64(int64_t value);
+  LaunchArgs& integer(int64_t value);
   LaunchArgs& f32(float value);
 
  private:
-  friend void launch(const Variant&, uint32_t, const LaunchArgs&, int, cudaStream_t);
+  friend void launch(const LaunchArgs&, uint32_t, int, cudaStream_t);
   struct Slot {
-    ParamKind kind;
     alignas(8) unsigned char bytes[8];
   };
-  LaunchArgs& push(ParamKind kind, const void* value, size_t size);
+  ParamKind next_kind(const char* what) const;
+  LaunchArgs& push(const void* value, size_t size);
+  const Variant& variant_;
   c10::SmallVector<Slot, 24> slots_;
 };
 
-// Launches `variant` with a 1-D grid of `grid_x` programs on `device`, which must be the
-// current device, and `stream`.
-void launch(const Variant& variant, uint32_t grid_x, const LaunchArgs& args, int device,
-            cudaStream_t stream);
+// Launches the variant of `args` with a 1-D grid of `grid_x` programs on `device`, which
+// must be the current device, and `stream`.
+void launch(const LaunchArgs& args, uint32_t grid_x, int device, cudaStream_t stream);
 
 // The image `variant` runs from on `device`, e.g. "sm_90 cubin" or "sm_89 PTX (JIT)".
 std::string image_for_device(const Variant& variant, int device);

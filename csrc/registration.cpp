@@ -5,4 +5,7 @@
 
 TORCH_LIBRARY(fused, m) {
   m.def("softmax_bias_sigmoid(Tensor x, Tensor bias, float scale) -> Tensor");
+  // Diagnostics: on a CPU tensor, every kernel image the library holds; on a CUDA tensor,
+  // the image each kernel variant runs from on that tensor's device.
+  m.def("kernel_images(Tensor device_probe) -> str[]");
 }

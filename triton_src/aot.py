@@ -108,6 +108,10 @@ def ptx_params(ptx: str, entry: str) -> list[str]:
     return params
 
 
+def formatted_signature(module, dtype: str, variant: dict) -> dict:
+    return {name: t.format(dtype=dtype, **variant) for name, t in module.SIGNATURE.items()}
+
+
 def signature_kinds(signature: dict) -> list[str]:
     return ["Pointer" if t.startswith("*") else _SIGNATURE_KIND[t] for t in signature.values()]
 
@@ -121,7 +125,7 @@ def compile_job(job: Job) -> Compiled:
     variant = dict(job.variant)
     num_warps = variant.pop("num_warps")
     num_stages = variant.pop("num_stages", 1)
-    signature = {name: t.format(dtype=job.dtype) for name, t in module.SIGNATURE.items()}
+    signature = formatted_signature(module, job.dtype, variant)
     signature.update({name: "constexpr" for name in variant})
     source = triton.compiler.ASTSource(fn=kernel, signature=signature, constexprs=variant)
     compiled = triton.compile(source, target=GPUTarget("cuda", job.arch, 32),
@@ -133,7 +137,7 @@ def compile_job(job: Job) -> Compiled:
                                f"{scratch}={getattr(meta, scratch)}; the launcher passes no scratch")
     ptx = compiled.asm["ptx"]
     params = ptx_params(ptx, meta.name)
-    expected = signature_kinds(module.SIGNATURE)
+    expected = signature_kinds(formatted_signature(module, job.dtype, variant))
     if params[:len(expected)] != expected or any(p != "Pointer" for p in params[len(expected):]):
         raise RuntimeError(f"{job.kernel} sm_{job.arch}: compiled parameters {params} do not "
                            f"start with the declared {expected} followed by scratch pointers")
@@ -165,7 +169,7 @@ def render(results: list[Compiled], archs: list[int]) -> str:
                 image_rows.append(f'  {{{c.job.arch}, ImageFormat::{fmt}, {name}, sizeof({name}), '
                                   f'"{c.entry}", {c.shared_bytes}}},')
         constexprs = [(k, v) for k, v in variant if k != "num_warps"]
-        user_params = len(signature_kinds(load_module(first.job.module_path).SIGNATURE))
+        user_params = len(load_module(first.job.module_path).SIGNATURE)
         images.append(f"const Image images_{index}[] = {{\n" + "\n".join(image_rows) + "\n};\n"
                       f"const Constexpr constexprs_{index}[] = {{"
                       + ", ".join(f'{{"{k}", {int(v)}}}' for k, v in constexprs) + "};\n"

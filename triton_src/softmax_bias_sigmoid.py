@@ -17,52 +17,55 @@ import triton.language as tl
 
 KERNEL_NAME = "softmax_bias_sigmoid"
 
-# Argument types in declaration order. The pointer dtype is filled in per variant; the C++
-# launcher packs arguments in exactly this order and the build checks the compiled parameter
-# list against it.
+# Argument types in declaration order, formatted per variant with its dtype and constexprs;
+# the C++ side packs arguments in this order at the widths the compiled kernel declares.
 SIGNATURE = {
     "x_ptr": "*{dtype}",
     "bias_ptr": "*{dtype}",
     "out_ptr": "*{dtype}",
     "num_channels": "i32",
-    "num_positions": "i64",
-    "inner_size": "i64",
+    "num_positions": "i{INDEX_BITS}",
+    "inner_size": "i{INDEX_BITS}",
     "num_position_blocks": "i32",
     "x_stride_n": "i64",
-    "x_stride_c": "i64",
-    "x_stride_outer": "i64",
-    "x_stride_inner": "i64",
+    "x_stride_c": "i{INDEX_BITS}",
+    "x_stride_outer": "i{INDEX_BITS}",
+    "x_stride_inner": "i{INDEX_BITS}",
     "out_stride_n": "i64",
-    "out_stride_c": "i64",
-    "out_stride_outer": "i64",
-    "out_stride_inner": "i64",
+    "out_stride_c": "i{INDEX_BITS}",
+    "out_stride_outer": "i{INDEX_BITS}",
+    "out_stride_inner": "i{INDEX_BITS}",
     "scale": "fp32",
 }
 
 DTYPES = ("fp32", "fp16", "bf16")
 
 
-def _single_pass(block_c, block_s, num_warps):
-    return dict(BLOCK_C=block_c, BLOCK_S=block_s, SINGLE_PASS=1, num_warps=num_warps)
+def _variant(block_c, block_s, num_warps, single_pass=True, contiguous=True, index_bits=32):
+    return dict(BLOCK_C=block_c, BLOCK_S=block_s, SINGLE_PASS=int(single_pass),
+                CONTIGUOUS=int(contiguous), INDEX_BITS=index_bits, num_warps=num_warps)
 
 
-# One tile holds BLOCK_C x BLOCK_S fp32 values; 8192 over 128 threads is 64 registers of data
-# per thread, which leaves room for the exponentials without spilling. The channel count picks
-# the smallest single-pass tile that covers it; past 1024 channels the two-pass variant runs.
-VARIANTS = [
-    _single_pass(1, 1024, 4),
-    _single_pass(2, 1024, 4),
-    _single_pass(4, 1024, 4),
-    _single_pass(8, 512, 4),
-    _single_pass(16, 256, 4),
-    _single_pass(32, 128, 4),
-    _single_pass(64, 128, 4),
-    _single_pass(128, 64, 4),
-    _single_pass(256, 32, 4),
-    _single_pass(512, 16, 8),
-    _single_pass(1024, 8, 8),
-    dict(BLOCK_C=64, BLOCK_S=64, SINGLE_PASS=0, num_warps=4),
-]
+# (BLOCK_C, BLOCK_S, warps) of the single-pass tiles: the launcher takes the one with the
+# smallest BLOCK_C that covers C. Up to 128 channels a tile holds 64 fp32 values per thread:
+# on the H100 at C = 128 that was the fastest of 16..128 positions x 2..16 warps (1.14x a
+# copy against 1.48x for 32 positions and 1.32x for 128 positions, 8 warps). Wider channel
+# tiles hold 32 per thread, since their reductions need more registers of their own.
+_SINGLE_PASS_TILES = [(4, 2048, 4), (16, 512, 4), (32, 256, 4), (64, 128, 4), (128, 64, 4),
+                      (256, 16, 4), (512, 16, 8), (1024, 8, 8)]
+_TWO_PASS_TILE = (64, 64, 4)
+
+# CONTIGUOUS: x and out share their strides and a sample's positions are contiguous
+# (contiguous NCHW, the common case): one 32-bit offset per element serves the load and the
+# store. Otherwise the strided view, with 32-bit offsets inside a sample where they fit and
+# 64-bit ones (a few tiles only: the case is rare and memory-bound anyway) where they do not.
+VARIANTS = (
+    [_variant(*tile) for tile in _SINGLE_PASS_TILES] + [_variant(*_TWO_PASS_TILE, single_pass=False)]
+    + [_variant(*tile, contiguous=False) for tile in _SINGLE_PASS_TILES]
+    + [_variant(*_TWO_PASS_TILE, single_pass=False, contiguous=False)]
+    + [_variant(*tile, contiguous=False, index_bits=64) for tile in [(16, 64, 4), (128, 16, 4)]]
+    + [_variant(32, 32, 4, single_pass=False, contiguous=False, index_bits=64)]
+)
 
 # exp(v) = exp2(v * log2(e)): exp2 is the hardware instruction.
 LOG2E = tl.constexpr(1.4426950408889634)
@@ -80,18 +83,6 @@ def _channel_max(x):
 
 
 @triton.jit
-def _positions(block_start, num_positions, inner_size,
-               x_stride_outer, x_stride_inner, out_stride_outer, out_stride_inner,
-               BLOCK_S: tl.constexpr):
-    s = block_start + tl.arange(0, BLOCK_S).to(tl.int64)
-    outer = s // inner_size
-    inner = s - outer * inner_size
-    x_offsets = outer * x_stride_outer + inner * x_stride_inner
-    out_offsets = outer * out_stride_outer + inner * out_stride_inner
-    return x_offsets, out_offsets, s < num_positions
-
-
-@triton.jit
 def _epilogue(e, inv_denominator, bias_ptr, channels, channel_mask, scale):
     bias = tl.load(bias_ptr + channels, mask=channel_mask, other=0.0).to(tl.float32)
     z = (e * inv_denominator[None, :] + bias[:, None]) * scale
@@ -106,35 +97,47 @@ def softmax_bias_sigmoid(
     out_stride_n, out_stride_c, out_stride_outer, out_stride_inner,
     scale,
     BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr, SINGLE_PASS: tl.constexpr,
+    CONTIGUOUS: tl.constexpr, INDEX_BITS: tl.constexpr,
 ):
+    index = tl.int64 if INDEX_BITS == 64 else tl.int32
     pid = tl.program_id(0)
     n = (pid // num_position_blocks).to(tl.int64)
-    block_start = (pid % num_position_blocks).to(tl.int64) * BLOCK_S
-    x_cols, out_cols, position_mask = _positions(
-        block_start, num_positions, inner_size,
-        x_stride_outer, x_stride_inner, out_stride_outer, out_stride_inner, BLOCK_S)
+    s = (pid % num_position_blocks).to(index) * BLOCK_S + tl.arange(0, BLOCK_S).to(index)
+    position_mask = s < num_positions
     x_base = x_ptr + n * x_stride_n
     out_base = out_ptr + n * out_stride_n
+    if CONTIGUOUS:
+        x_cols = s
+        out_cols = s
+    else:
+        outer = s // inner_size
+        inner = s - outer * inner_size
+        x_cols = outer * x_stride_outer + inner * x_stride_inner
+        out_cols = outer * out_stride_outer + inner * out_stride_inner
     channel_offsets = tl.arange(0, BLOCK_C)
 
     if SINGLE_PASS:
         channel_mask = channel_offsets < num_channels
         mask = channel_mask[:, None] & position_mask[None, :]
-        channels = channel_offsets.to(tl.int64)
+        channels = channel_offsets.to(index)
         x = tl.load(x_base + channels[:, None] * x_stride_c + x_cols[None, :],
                     mask=mask, other=-float("inf")).to(tl.float32)
         row_max = _channel_max(x)
         e = tl.exp2((x - row_max[None, :]) * LOG2E)
         inv_denominator = 1.0 / tl.sum(e, axis=0)
         y = _epilogue(e, inv_denominator, bias_ptr, channel_offsets, channel_mask, scale)
-        tl.store(out_base + channels[:, None] * out_stride_c + out_cols[None, :],
-                 y.to(out_ptr.dtype.element_ty), mask=mask)
+        if CONTIGUOUS:
+            # Same strides: the load's offsets serve the store.
+            out_offsets = channels[:, None] * x_stride_c + x_cols[None, :]
+        else:
+            out_offsets = channels[:, None] * out_stride_c + out_cols[None, :]
+        tl.store(out_base + out_offsets, y.to(out_ptr.dtype.element_ty), mask=mask)
     else:
         running_max = tl.full([BLOCK_S], -float("inf"), tl.float32)
         running_sum = tl.zeros([BLOCK_S], tl.float32)
         for c0 in range(0, num_channels, BLOCK_C):
             channel_mask = (c0 + channel_offsets) < num_channels
-            channels = (c0 + channel_offsets).to(tl.int64)
+            channels = (c0 + channel_offsets).to(index)
             x = tl.load(x_base + channels[:, None] * x_stride_c + x_cols[None, :],
                         mask=channel_mask[:, None] & position_mask[None, :],
                         other=-float("inf")).to(tl.float32)
@@ -149,7 +152,7 @@ def softmax_bias_sigmoid(
         inv_denominator = 1.0 / running_sum
         for c0 in range(0, num_channels, BLOCK_C):
             channel_mask = (c0 + channel_offsets) < num_channels
-            channels = (c0 + channel_offsets).to(tl.int64)
+            channels = (c0 + channel_offsets).to(index)
             mask = channel_mask[:, None] & position_mask[None, :]
             x = tl.load(x_base + channels[:, None] * x_stride_c + x_cols[None, :],
                         mask=mask, other=-float("inf")).to(tl.float32)

@@ -7,6 +7,9 @@
 #include <c10/util/SmallVector.h>
 #include <torch/library.h>
 
+#include <limits>
+#include <string>
+
 #ifdef FUSED_OPS_WITH_CUDA
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -22,12 +25,21 @@ namespace {
 
 constexpr const char* kOp = "fused::softmax_bias_sigmoid";
 
+// A tensor's shape for an error message. Only the Meta kernel under torch.compile's dynamic
+// shapes sees symbolic sizes; concrete ones print through sizes(), which torch 2.11 needs
+// (formatting sym_sizes() of a concrete tensor crashed there).
+std::string shape_of(const at::Tensor& t) {
+  return t.unsafeGetTensorImpl()->has_symbolic_sizes_strides() ? c10::str(t.sym_sizes())
+                                                                : c10::str(t.sizes());
+}
+
+// Symbolic-shape safe: the Meta kernel runs this under torch.compile's dynamic shapes.
 void check_inputs(const at::Tensor& x, const at::Tensor& bias) {
   TORCH_CHECK(x.layout() == at::kStrided && bias.layout() == at::kStrided, kOp,
               ": x and bias must be dense (strided) tensors; got layouts ", x.layout(), " and ",
               bias.layout());
   TORCH_CHECK(x.dim() >= 2, kOp, ": x must have shape (N, C, ...) with at least 2 dimensions; got ",
-              x.dim(), "-D shape ", x.sizes());
+              x.dim(), "-D shape ", shape_of(x));
   const at::ScalarType dtype = x.scalar_type();
   TORCH_CHECK(dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16 ||
                   dtype == at::kDouble,
@@ -37,40 +49,49 @@ void check_inputs(const at::Tensor& x, const at::Tensor& bias) {
               "); got ", bias.scalar_type(), ". Convert it with bias.to(x.dtype)");
   TORCH_CHECK(bias.device() == x.device(), kOp, ": x is on ", x.device(), " but bias is on ",
               bias.device(), "; both must be on the same device");
-  TORCH_CHECK(bias.numel() == x.size(1), kOp, ": bias must hold one value per channel (C = ",
-              x.size(1), " for x of shape ", x.sizes(), "); got shape ", bias.sizes(), " with ",
-              bias.numel(), " elements");
+  TORCH_CHECK(bias.sym_numel() == x.sym_size(1), kOp,
+              ": bias must hold one value per channel: x has shape ", shape_of(x),
+              " (channels are dimension 1) but bias has shape ", shape_of(bias));
 }
 
-struct Prepared {
-  at::Tensor x;
-  at::Tensor out;
-  ChannelView view;
-};
-
-// The output keeps the memory format of x (empty_like). A layout that needs more than two
-// strided spatial groups is the one case that runs on a contiguous copy of x.
-Prepared prepare(const at::Tensor& x, const at::Tensor& bias) {
+// The output is empty_like(x): it keeps x's memory format, on every backend and in the Meta
+// kernel alike. `kernel(x, out, view)` fills it; the one layout the strided view cannot
+// express (more than two spatial groups) runs on contiguous copies.
+template <typename Kernel>
+at::Tensor with_channel_view(const at::Tensor& x, const at::Tensor& bias, Kernel&& kernel) {
   check_inputs(x, bias);
-  Prepared p{x, at::empty_like(x), {}};
-  if (!channel_view(p.x, p.out, p.view)) {
-    p.x = x.contiguous();
-    p.out = at::empty_like(p.x);
-    TORCH_INTERNAL_ASSERT(channel_view(p.x, p.out, p.view));
+  at::Tensor out = at::empty_like(x);
+  if (out.numel() == 0) return out;
+  ChannelView view;
+  if (channel_view(x, out, view)) {
+    kernel(x, out, view);
+    return out;
   }
-  return p;
+  const at::Tensor x_contiguous = x.contiguous();
+  at::Tensor staged = at::empty_like(x_contiguous);
+  TORCH_INTERNAL_ASSERT(channel_view(x_contiguous, staged, view));
+  kernel(x_contiguous, staged, view);
+  return out.copy_(staged);
 }
 
 at::Tensor softmax_bias_sigmoid_meta(const at::Tensor& x, const at::Tensor& bias, double scale) {
-  return prepare(x, bias).out;
+  check_inputs(x, bias);
+  return at::empty_like(x);
+}
+
+// Sparse and other non-strided inputs reach the op through their own dispatch keys; they
+// get the same named error as every other invalid input.
+at::Tensor softmax_bias_sigmoid_unsupported_layout(const at::Tensor& x, const at::Tensor& bias,
+                                                   double scale) {
+  check_inputs(x, bias);
+  TORCH_INTERNAL_ASSERT(false, "unreachable: check_inputs accepts only strided tensors");
 }
 
 at::Tensor softmax_bias_sigmoid_cpu(const at::Tensor& x, const at::Tensor& bias, double scale) {
-  Prepared p = prepare(x, bias);
-  if (p.out.numel() > 0) {
-    softmax_bias_sigmoid_cpu_kernel(p.x, bias.reshape({-1}).contiguous(), scale, p.view, p.out);
-  }
-  return p.out;
+  return with_channel_view(x, bias, [&](const at::Tensor& input, at::Tensor& out,
+                                        const ChannelView& view) {
+    softmax_bias_sigmoid_cpu_kernel(input, bias.reshape({-1}).contiguous(), scale, view, out);
+  });
 }
 
 #ifdef FUSED_OPS_WITH_CUDA
@@ -86,61 +107,83 @@ const char* triton_dtype(at::ScalarType dtype) {
   }
 }
 
-// The single-pass variant with the smallest channel tile that holds all C channels; past the
-// largest such tile, the two-pass variant.
-const Variant& choose_variant(at::ScalarType dtype, int64_t channels) {
+bool fits_in_32_bits(int64_t value) { return value <= std::numeric_limits<int32_t>::max(); }
+
+// The largest element offset inside one sample, for strides that are never negative.
+int64_t largest_offset(const ChannelView& v, const ChannelStrides& strides) {
+  const int64_t outer_count = v.positions / v.inner_size;
+  return (v.channels - 1) * strides.c + (outer_count - 1) * strides.outer +
+         (v.inner_size - 1) * strides.inner;
+}
+
+// The kernel variant for a call, from the table the build generated: the layout flavour
+// (contiguous positions shared by x and out, else the general strided view) and offset width
+// the view allows, then the single-pass tile with the smallest BLOCK_C that holds C, else the
+// two-pass tile.
+const Variant& choose_variant(at::ScalarType dtype, const ChannelView& v) {
   const char* dtype_name = triton_dtype(dtype);
+  const bool small = fits_in_32_bits(v.positions) && fits_in_32_bits(largest_offset(v, v.x)) &&
+                     fits_in_32_bits(largest_offset(v, v.out));
+  const bool contiguous = v.inner_size == v.positions && v.x.inner == 1 && v.out.inner == 1 &&
+                          v.x.c == v.out.c;
+  struct Flavour {
+    int64_t contiguous, index_bits;
+  };
+  c10::SmallVector<Flavour, 3> flavours;
+  if (small && contiguous) flavours.push_back({1, 32});
+  if (small) flavours.push_back({0, 32});
+  flavours.push_back({0, 64});
+
   const KernelTable& table = kernel_table();
-  const Variant* single = nullptr;
-  const Variant* chunked = nullptr;
-  for (size_t i = 0; i < table.size; ++i) {
-    const Variant& v = table.variants[i];
-    if (std::strcmp(v.kernel, "softmax_bias_sigmoid") != 0 || std::strcmp(v.dtype, dtype_name) != 0) {
-      continue;
+  for (const Flavour& flavour : flavours) {
+    const Variant* single = nullptr;
+    const Variant* two_pass = nullptr;
+    for (size_t i = 0; i < table.size; ++i) {
+      const Variant& candidate = table.variants[i];
+      if (std::strcmp(candidate.kernel, "softmax_bias_sigmoid") != 0 ||
+          std::strcmp(candidate.dtype, dtype_name) != 0 ||
+          candidate.constexpr_value("CONTIGUOUS") != flavour.contiguous ||
+          candidate.constexpr_value("INDEX_BITS") != flavour.index_bits) {
+        continue;
+      }
+      const int64_t block_c = candidate.constexpr_value("BLOCK_C");
+      if (candidate.constexpr_value("SINGLE_PASS") == 0) {
+        two_pass = &candidate;
+      } else if (block_c >= v.channels &&
+                 (single == nullptr || block_c < single->constexpr_value("BLOCK_C"))) {
+        single = &candidate;
+      }
     }
-    const int64_t block_c = v.constexpr_value("BLOCK_C");
-    if (v.constexpr_value("SINGLE_PASS") == 0) {
-      chunked = &v;
-    } else if (block_c >= channels &&
-               (single == nullptr || block_c < single->constexpr_value("BLOCK_C"))) {
-      single = &v;
-    }
+    if (single || two_pass) return single ? *single : *two_pass;
   }
-  const Variant* chosen = single ? single : chunked;
-  TORCH_CHECK(chosen != nullptr, kOp, ": this build has no ", dtype_name, " kernel for C = ",
-              channels);
-  return *chosen;
+  TORCH_CHECK(false, kOp, ": this build has no ", dtype_name, " kernel for C = ", v.channels);
 }
 
 at::Tensor softmax_bias_sigmoid_cuda(const at::Tensor& x, const at::Tensor& bias, double scale) {
-  triton_dtype(x.scalar_type());
   const c10::cuda::CUDAGuard guard(x.device());
-  Prepared p = prepare(x, bias);
-  if (p.out.numel() == 0) return p.out;
   const at::Tensor bias_flat = bias.reshape({-1}).contiguous();
-  const ChannelView& v = p.view;
-
-  const Variant& variant = choose_variant(x.scalar_type(), v.channels);
-  const int64_t block_s = variant.constexpr_value("BLOCK_S");
-  const int64_t position_blocks = (v.positions + block_s - 1) / block_s;
-  const int64_t programs = v.batch * position_blocks;
-  TORCH_CHECK(programs <= std::numeric_limits<int32_t>::max(), kOp, ": x of shape ", x.sizes(),
-              " needs ", programs, " programs, more than one launch can hold");
-
-  LaunchArgs args;
-  args.pointer(p.x.data_ptr())
-      .pointer(bias_flat.data_ptr())
-      .pointer(p.out.data_ptr())
-      .i32(v.channels)
-      .i64(v.positions)
-      .i64(v.inner_size)
-      .i32(position_blocks)
-      .i64(v.x.n).i64(v.x.c).i64(v.x.outer).i64(v.x.inner)
-      .i64(v.out.n).i64(v.out.c).i64(v.out.outer).i64(v.out.inner)
-      .f32(static_cast<float>(scale));
-  launch(variant, static_cast<uint32_t>(programs), args, x.get_device(),
-         c10::cuda::getCurrentCUDAStream(x.get_device()).stream());
-  return p.out;
+  return with_channel_view(x, bias, [&](const at::Tensor& input, at::Tensor& out,
+                                        const ChannelView& v) {
+    const Variant& variant = choose_variant(input.scalar_type(), v);
+    const int64_t block_s = variant.constexpr_value("BLOCK_S");
+    const int64_t position_blocks = (v.positions + block_s - 1) / block_s;
+    const int64_t programs = v.batch * position_blocks;
+    TORCH_CHECK(programs <= std::numeric_limits<int32_t>::max(), kOp, ": x of shape ",
+                input.sizes(), " needs ", programs, " programs, more than one launch can hold");
+    LaunchArgs args(variant);
+    args.pointer(input.const_data_ptr())
+        .pointer(bias_flat.const_data_ptr())
+        .pointer(out.mutable_data_ptr())
+        .integer(v.channels)
+        .integer(v.positions)
+        .integer(v.inner_size)
+        .integer(position_blocks)
+        .integer(v.x.n).integer(v.x.c).integer(v.x.outer).integer(v.x.inner)
+        .integer(v.out.n).integer(v.out.c).integer(v.out.outer).integer(v.out.inner)
+        .f32(static_cast<float>(scale));
+    launch(args, static_cast<uint32_t>(programs), input.get_device(),
+           c10::cuda::getCurrentCUDAStream(input.get_device()).stream());
+  });
 }
 
 #endif  // FUSED_OPS_WITH_CUDA
@@ -187,9 +230,25 @@ TORCH_LIBRARY_IMPL(fused, CPU, m) {
   m.impl("softmax_bias_sigmoid", &softmax_bias_sigmoid_cpu);
 }
 
+TORCH_LIBRARY_IMPL(fused, SparseCPU, m) {
+  m.impl("softmax_bias_sigmoid", &softmax_bias_sigmoid_unsupported_layout);
+}
+
+TORCH_LIBRARY_IMPL(fused, SparseCsrCPU, m) {
+  m.impl("softmax_bias_sigmoid", &softmax_bias_sigmoid_unsupported_layout);
+}
+
 #ifdef FUSED_OPS_WITH_CUDA
 TORCH_LIBRARY_IMPL(fused, CUDA, m) {
   m.impl("softmax_bias_sigmoid", &softmax_bias_sigmoid_cuda);
+}
+
+TORCH_LIBRARY_IMPL(fused, SparseCUDA, m) {
+  m.impl("softmax_bias_sigmoid", &softmax_bias_sigmoid_unsupported_layout);
+}
+
+TORCH_LIBRARY_IMPL(fused, SparseCsrCUDA, m) {
+  m.impl("softmax_bias_sigmoid", &softmax_bias_sigmoid_unsupported_layout);
 }
 #endif
 

@@ -4,6 +4,8 @@ The schemas live in csrc/registration.cpp; the Meta kernels that torch.compile a
 torch.export trace with are registered in C++ next to each op, so that Python and C++ users
 (TorchScript, AOTInductor) see the same shapes and the same errors.
 """
+from __future__ import annotations
+
 import torch
 
 
@@ -15,3 +17,11 @@ def softmax_bias_sigmoid(x: torch.Tensor, bias: torch.Tensor, scale: float) -> t
     scale: a Python float. Returns a tensor of x's shape, dtype and memory format.
     """
     return torch.ops.fused.softmax_bias_sigmoid(x, bias, float(scale))
+
+
+def kernel_images(device: torch.device | str = "cpu") -> list[str]:
+    """Diagnostics. For "cpu": every ahead-of-time compiled image in the library, one line
+    each ("softmax_bias_sigmoid fp32 BLOCK_C=128,... : sm_89 cubin"). For a CUDA device: the
+    image each kernel variant runs from there, honouring FUSED_OPS_ARCH ("... : sm_89 PTX (JIT)").
+    """
+    return torch.ops.fused.kernel_images(torch.empty(0, device=device))

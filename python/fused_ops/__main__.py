@@ -1,0 +1,157 @@
+"""The main job, ``python -m fused_ops``: checks ModelNew against Model on the workload, then times both.
+
+On a CUDA GPU it runs the workload of ../shared/WORKLOAD.md (x float32 (128, 64, 64, 64), output
+(128, 128, 129, 129)); without one, a smaller case on the CPU. Exit code 1 when an error
+exceeds the tolerance.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import sys
+import time
+from typing import Callable
+
+import torch
+
+import fused_ops
+from fused_ops import Model, ModelNew
+
+# in_channels, out_channels, kernel_size, stride, padding, output_padding, bias_shape, scaling_factor
+MODEL_ARGS = (64, 128, 4, 2, 1, 1, (128, 1, 1), 2.0)
+GPU_CASE = dict(batch=128, size=64)
+CPU_CASE = dict(batch=2, size=16)
+TOLERANCE = 1e-4  # KernelBench's, for fp32 results
+
+
+def reference_tail(y: torch.Tensor, bias: torch.Tensor, scale: float) -> torch.Tensor:
+    """Model's forward after the convolution."""
+    return torch.sigmoid((torch.softmax(y, dim=1) + bias) * scale)
+
+
+def max_abs_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    # NaN propagates through max, so an output with NaN fails the tolerance check.
+    return torch.sub(actual, expected).abs_().max().item()
+
+
+def median_ms(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            start_s = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - start_s) * 1e3)
+    return statistics.median(times)
+
+
+def median_ms_compiled(fn: Callable, args: tuple, device: torch.device, repeats: int) -> float | str:
+    """torch.compile compiles during the warm-up, and can fail there (no C++ compiler, no Triton...)."""
+    try:
+        compiled = torch.compile(fn)
+        return median_ms(lambda: compiled(*args), device, repeats)
+    except Exception as error:  # noqa: BLE001 - any compiler failure means "no number"
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        return f"unavailable: {type(error).__name__}: {first_line[:100]}"
+
+
+def print_section(title: str, ratio_name: str, ratio: Callable[[float], float],
+                  rows: list[tuple[str, float | str]]) -> None:
+    print(f"\n{title:<42}{'ms':>10}  {ratio_name}")
+    for label, ms in rows:
+        if isinstance(ms, str):
+            print(f"  {label:<40}{ms}")
+        else:
+            print(f"  {label:<40}{ms:10.3f}  {ratio(ms):.2f}")
+
+
+def describe_setup(device: torch.device, x: torch.Tensor, out_shape: torch.Size) -> None:
+    built = fused_ops.BUILT_FOR
+    print(f"torch {torch.__version__}; fused_ops built for torch {built['torch']}, "
+          f"CUDA {built['cuda']}, archs {built['archs'] or 'none (CPU-only build)'}")
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        images = sorted({line.rsplit(": ", 1)[-1] for line in fused_ops.kernel_images(device)})
+        print(f"device: {torch.cuda.get_device_name(device)} (sm_{major}{minor}); "
+              f"kernel image: {', '.join(images)}")
+        precision = "TF32" if torch.backends.cudnn.allow_tf32 else "full fp32 (TF32 off)"
+    else:
+        print(f"device: CPU, {torch.get_num_threads()} threads")
+        precision = "fp32"
+    print(f"x {tuple(x.shape)} float32 -> out {tuple(out_shape)}, "
+          f"{out_shape.numel() * 4 / 1e9:.2f} GB; the conv runs in {precision} in both models")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fused_ops", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch", type=int, help="batch size (default: 128 on a GPU, 2 on the CPU)")
+    parser.add_argument("--repeats", type=int, default=20, help="timed runs per measurement (median)")
+    parser.add_argument("--cpu", action="store_true", help="run the CPU case even where a GPU is present")
+    args = parser.parse_args(argv)
+
+    cpu_reason = ("--cpu" if args.cpu else "no CUDA GPU" if not torch.cuda.is_available()
+                  else "fused_ops was built without CUDA kernels" if fused_ops.BUILT_FOR["cuda"] is None
+                  else None)
+    if cpu_reason:
+        print(f"{cpu_reason}: running a smaller CPU case")
+    device = torch.device("cpu" if cpu_reason else "cuda")
+    case = CPU_CASE if cpu_reason else GPU_CASE
+    batch = args.batch or case["batch"]
+
+    torch.manual_seed(0)
+    model = Model(*MODEL_ARGS).to(device)
+    model_new = ModelNew(*MODEL_ARGS).to(device)
+    model_new.load_state_dict(model.state_dict())
+    bias, scale = model.bias, model.scaling_factor
+    x = torch.rand(batch, MODEL_ARGS[0], case["size"], case["size"], device=device)
+
+    with torch.no_grad():
+        y = model.conv_transpose(x)
+        describe_setup(device, x, y.shape)
+        errors = {
+            "ModelNew vs Model (eager)": max_abs_error(model_new(x), model(x)),
+            "fused tail vs float64 tail, same conv output":
+                max_abs_error(fused_ops.softmax_bias_sigmoid(y, bias, scale),
+                              reference_tail(y.double(), bias.double(), scale)),
+        }
+        if device.type == "cpu":
+            errors["ModelNew vs Model in float64"] = max_abs_error(
+                model_new(x), copy.deepcopy(model).double()(x.double()))
+
+        copy_target = torch.empty_like(y)
+        whole_model = [
+            ("Model, eager", median_ms(lambda: model(x), device, args.repeats)),
+            ("Model, torch.compile", median_ms_compiled(model, (x,), device, args.repeats)),
+            ("ModelNew", median_ms(lambda: model_new(x), device, args.repeats)),
+        ]
+        tail = [
+            ("device copy of the conv output", median_ms(lambda: copy_target.copy_(y), device, args.repeats)),
+            ("fused op", median_ms(lambda: fused_ops.softmax_bias_sigmoid(y, bias, scale), device, args.repeats)),
+            ("torch.compile of the reference tail",
+             median_ms_compiled(reference_tail, (y, bias, scale), device, args.repeats)),
+            ("reference tail, eager", median_ms(lambda: reference_tail(y, bias, scale), device, args.repeats)),
+        ]
+
+    eager_ms, copy_ms = whole_model[0][1], tail[0][1]
+    print_section("whole model", "speedup over eager", lambda ms: eager_ms / ms, whole_model)
+    print_section("tail alone (softmax, bias, scale, sigmoid)", "time / copy time", lambda ms: ms / copy_ms, tail)
+
+    print(f"\naccuracy (max abs error; tolerance {TOLERANCE:g})")
+    for label, error in errors.items():
+        print(f"  {label:<50}{error:.3g}")
+    passed = all(error <= TOLERANCE for error in errors.values())
+    print("PASS" if passed else "FAIL")
+    return 0 if passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""The CMake build: run_scripted_model, linked with the op library, loads a scripted ModelNew
+from C++ alone and matches the float64 CPU reference computed here."""
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import fused_ops
+
+pytestmark = [
+    pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake is not installed"),
+    # TorchScript is deprecated upstream but is the interface under test.
+    pytest.mark.filterwarnings(r"ignore:`torch\.jit\.\w+` is deprecated:FutureWarning"),
+]
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL_ARGS = (4, 8, 4, 2, 1, 1, (8, 1, 1), 2.0)
+INPUT_SHAPE = (2, 4, 5, 6)
+TOLERANCE = 1e-5
+
+
+def cuda_toolkit_root():
+    """torch's CMake config looks for the toolkit above the first nvcc on PATH, which a wrapper
+    script there (as in /usr/local/bin) misleads; name the toolkit when one is known."""
+    for root in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
+        if root and (Path(root) / "bin" / "nvcc").exists():
+            return root
+    return None
+
+
+def cmake(*args):
+    result = subprocess.run(["cmake", *args], capture_output=True, text=True)
+    assert result.returncode == 0, f"cmake {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+
+
+@pytest.fixture(scope="session")
+def run_scripted_model(tmp_path_factory):
+    """The run_scripted_model of one CMake build, shared by every test of the session."""
+    build = tmp_path_factory.mktemp("cmake_build")
+    configure = ["-S", str(REPO), "-B", str(build), f"-DPython_EXECUTABLE={sys.executable}"]
+    ninja = shutil.which("ninja")
+    if ninja:
+        configure += ["-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={ninja}"]
+    if torch.version.cuda:
+        # One arch keeps the Triton compilation short.
+        configure.append("-DFUSED_OPS_ARCHS=89")
+        if toolkit := cuda_toolkit_root():
+            configure.append(f"-DCUDA_TOOLKIT_ROOT_DIR={toolkit}")
+    cmake(*configure)
+    cmake("--build", str(build), "--parallel", str(os.cpu_count() or 1))
+    return build / "run_scripted_model"
+
+
+def export(folder, device):
+    """Saves a scripted ModelNew on `device`, an input, and the float64 CPU reference output;
+    returns their paths and the reference."""
+    torch.manual_seed(0)
+    model = fused_ops.ModelNew(*MODEL_ARGS).eval()
+    reference = fused_ops.Model(*MODEL_ARGS).double().eval()
+    reference.load_state_dict(model.state_dict())
+    x = torch.randn(INPUT_SHAPE)
+    with torch.no_grad():
+        expected = reference(x.double())
+    model_path, input_path, expected_path = (folder / f"{name}.pt" for name in ("model", "input", "expected"))
+    torch.jit.save(torch.jit.script(model.to(device)), model_path)
+    torch.save(x, input_path)
+    torch.save(expected, expected_path)
+    return model_path, input_path, expected_path, expected
+
+
+def run(program, model_path, input_path, expected_path, device):
+    command = [program, model_path, input_path, expected_path, device, TOLERANCE]
+    return subprocess.run([str(arg) for arg in command], capture_output=True, text=True)
+
+
+def reported_error(stdout):
+    match = re.search(r"max abs error: (\S+)", stdout)
+    assert match, f"no error reported in:\n{stdout}"
+    return float(match.group(1))
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_cpp_loader_matches_reference(run_scripted_model, device, tmp_path):
+    model_path, input_path, expected_path, _ = export(tmp_path, device)
+
+    result = run(run_scripted_model, model_path, input_path, expected_path, device)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert reported_error(result.stdout) <= TOLERANCE
+
+
+def test_cpp_loader_fails_on_wrong_expected_output(run_scripted_model, tmp_path):
+    model_path, input_path, _, expected = export(tmp_path, "cpu")
+    off_by = 100 * TOLERANCE
+    wrong_path = tmp_path / "wrong.pt"
+    torch.save(expected + off_by, wrong_path)
+
+    result = run(run_scripted_model, model_path, input_path, wrong_path, "cpu")
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert reported_error(result.stdout) == pytest.approx(off_by, rel=1e-3)

@@ -1,0 +1,64 @@
+"""The package as users meet it: what it imports, what it links, how it fails, ModelNew."""
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import fused_ops
+from conftest import reference
+
+
+def run_python(code):
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True)
+
+
+def test_import_needs_no_triton():
+    result = run_python("""
+        import sys, torch, fused_ops
+        x, b = torch.randn(2, 3, 4), torch.randn(3)
+        fused_ops.softmax_bias_sigmoid(x, b, 2.0)
+        assert "triton" not in sys.modules, "fused_ops imported triton at run time"
+    """)
+    assert result.returncode == 0, result.stderr
+
+
+def test_library_does_not_link_the_cuda_driver():
+    """The driver is reached through the CUDA runtime at run time, so that the library loads
+    on machines with no NVIDIA driver (like this test's CI machine)."""
+    with open(fused_ops.library_path(), "rb") as library:
+        assert b"libcuda.so" not in library.read()
+
+
+def test_torch_version_mismatch_names_both_versions():
+    result = run_python("""
+        import sys, types
+        sys.modules["fused_ops._build_info"] = types.SimpleNamespace(
+            TORCH_VERSION="1.0.0", CUDA_VERSION=None, ARCHS="")
+        import fused_ops
+    """)
+    assert result.returncode != 0
+    assert "built for torch 1.0.0" in result.stderr and torch.__version__ in result.stderr
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_model_new_matches_model(device):
+    torch.manual_seed(0)
+    args = (8, 16, 4, 2, 1, 1, (16, 1, 1), 2.0)
+    model = fused_ops.Model(*args).to(device)
+    new = fused_ops.ModelNew(*args).to(device)
+    new.load_state_dict(model.state_dict())
+    model.load_state_dict(new.state_dict())
+    x = torch.rand(3, 8, 9, 11, device=device)
+    with torch.no_grad():
+        conv_output = new.conv_transpose(x)
+        out = new(x)
+    expected = reference(conv_output, new.bias, 2.0)
+    assert (out.double().cpu() - expected).abs().max().item() < 2e-6
+
+
+@pytest.mark.parametrize("bias_shape", [(16,), (1, 16), (16, 1), (16, 2, 1), (2, 16, 1, 1)])
+def test_model_new_rejects_bias_that_is_not_per_channel(bias_shape):
+    with pytest.raises(ValueError, match="one value per channel"):
+        fused_ops.ModelNew(8, 16, 4, 2, 1, 1, bias_shape, 2.0)

@@ -1,0 +1,201 @@
+"""fused::softmax_bias_sigmoid against a float64 CPU reference, on the CPU and on CUDA."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import fused_ops
+from conftest import assert_matches_reference, poison_cuda_allocator
+
+op = torch.ops.fused.softmax_bias_sigmoid.default
+
+SHAPES = [
+    (2, 1, 5, 5),        # C = 1: softmax is 1 everywhere
+    (3, 7, 9, 11),       # odd sizes
+    (2, 64, 16, 16),
+    (2, 128, 17, 19),    # the workload's channel count, odd spatial size
+    (4, 5, 33),          # rank 3
+    (2, 3, 4, 5, 6),     # rank 5
+    (5, 1000),           # rank 2: no spatial positions
+    (2, 1500, 3, 3),     # more channels than one tile: the two-pass kernel on CUDA
+]
+SCALES = [2.0, 1.0, -0.75]
+
+
+def make_inputs(shape, dtype, device, generator=None):
+    x = (torch.randn(shape, dtype=torch.float64, generator=generator) * 3).to(device, dtype)
+    bias = torch.randn(shape[1], 1, 1, dtype=torch.float64, generator=generator).to(device, dtype)
+    return x, bias
+
+
+def test_schema():
+    assert str(op._schema) == "fused::softmax_bias_sigmoid(Tensor x, Tensor bias, float scale) -> Tensor"
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("scale", SCALES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cpu_matches_reference(shape, scale, dtype):
+    x, bias = make_inputs(shape, dtype, "cpu")
+    assert_matches_reference(fused_ops.softmax_bias_sigmoid(x, bias, scale), x, bias, scale)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_cpu_half_precision(dtype):
+    x, bias = make_inputs((2, 24, 7, 9), dtype, "cpu")
+    assert_matches_reference(op(x, bias, 2.0), x, bias, 2.0)
+
+
+def layouts(x):
+    """The same values in layouts that reach every path of the kernel's strided view."""
+    yield "contiguous", x
+    yield "channels_last", x.to(memory_format=torch.channels_last)
+    yield "every_other_column", torch.cat([x, x], dim=-1)[..., ::2]
+    yield "transposed_spatial", x.transpose(2, 3).contiguous().transpose(2, 3)
+    yield "batch_slice", torch.cat([x, x], dim=0)[1::2]
+    yield "three_spatial_groups", x.unsqueeze(-1).expand(*x.shape, 3)[..., 1]
+
+
+DENSE_LAYOUTS = {"contiguous", "channels_last", "transposed_spatial"}
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_layouts(device):
+    x, bias = make_inputs((3, 20, 6, 10), torch.float32, device)
+    for name, view in layouts(x):
+        out = op(view, bias, 2.0)
+        assert_matches_reference(out, view, bias, 2.0)
+        if name in DENSE_LAYOUTS:
+            assert out.stride() == view.stride(), f"{name}: output does not keep the input's layout"
+
+
+def test_five_dim_layout_needing_a_copy():
+    x, bias = make_inputs((2, 6, 4, 5, 7), torch.float32, "cpu")
+    view = x.permute(0, 1, 3, 4, 2)[:, :, ::2, :, ::3]
+    assert_matches_reference(op(view, bias, 2.0), view, bias, 2.0)
+
+
+def test_bias_shapes():
+    x, _ = make_inputs((2, 6, 4, 4), torch.float32, "cpu")
+    values = torch.randn(6)
+    for bias in (values, values.reshape(6, 1, 1), values.reshape(1, 6, 1, 1), values.reshape(2, 3)):
+        assert_matches_reference(op(x, bias, 2.0), x, values, 2.0)
+
+
+def test_empty_tensors():
+    for shape in [(0, 4, 3, 3), (2, 4, 0, 3), (2, 0, 3)]:
+        x = torch.randn(shape)
+        out = op(x, torch.randn(shape[1]), 2.0)
+        assert out.shape == x.shape
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: (torch.randn(5), torch.randn(5)), "at least 2 dimensions"),
+    (lambda: (torch.randn(2, 4, 3), torch.randn(5)), r"one value per channel: x has shape \[2, 4, 3\] .* bias has shape \[5\]"),
+    (lambda: (torch.ones(2, 4, dtype=torch.int64), torch.ones(4, dtype=torch.int64)), "got Long"),
+    (lambda: (torch.ones(2, 4, dtype=torch.bool), torch.ones(4, dtype=torch.bool)), "got Bool"),
+    (lambda: (torch.randn(2, 4), torch.randn(4, dtype=torch.float16)), "bias must have the dtype of x"),
+    (lambda: (torch.randn(2, 4, dtype=torch.complex64), torch.randn(4, dtype=torch.complex64)), "got ComplexFloat"),
+    (lambda: (torch.randn(2, 4).to_sparse(), torch.randn(4)), "dense"),
+])
+def test_invalid_inputs_name_the_problem(make, message):
+    x, bias = make()
+    with pytest.raises(RuntimeError, match=message):
+        op(x, bias, 2.0)
+
+
+@pytest.mark.cuda
+def test_mixed_devices_name_the_problem():
+    with pytest.raises(RuntimeError, match="x is on cuda:0 but bias is on cpu"):
+        op(torch.randn(2, 4, device="cuda"), torch.randn(4), 2.0)
+
+
+def test_meta_matches_cpu_layout():
+    x = torch.randn(2, 8, 5, 5).to(memory_format=torch.channels_last)
+    out = op(x.to("meta"), torch.randn(8, device="meta"), 2.0)
+    assert out.device.type == "meta" and out.shape == x.shape and out.stride() == op(x, torch.randn(8), 2.0).stride()
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_opcheck(device):
+    for shape in [(2, 8, 5, 5), (3, 4, 7)]:
+        x, bias = make_inputs(shape, torch.float32, device)
+        torch.library.opcheck(op, (x, bias.flatten(), 2.0))
+        torch.library.opcheck(op, (x.to(memory_format=torch.channels_last) if x.dim() == 4 else x, bias, -1.0))
+
+
+def test_library_holds_sm89_and_sm90_cubins_and_sm89_ptx():
+    images = fused_ops.kernel_images()
+    variants = {line.rsplit(": ", 1)[0] for line in images}
+    assert variants, "the library holds no kernel images"
+    for variant in variants:
+        for image in ("sm_89 cubin", "sm_90 cubin", "sm_89 PTX"):
+            assert f"{variant}: {image}" in images, f"{variant} has no {image}"
+    # The images are real: the library file itself carries the sm_89 PTX text.
+    with open(fused_ops.library_path(), "rb") as library:
+        assert b".target sm_89" in library.read()
+
+
+# --- CUDA ------------------------------------------------------------------------------
+
+CUDA_DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("shape", SHAPES + [(1, 4096, 5), (2, 32768, 2)], ids=str)
+@pytest.mark.parametrize("dtype", CUDA_DTYPES, ids=str)
+def test_cuda_matches_reference(shape, dtype):
+    scale = SCALES[hash(shape) % len(SCALES)]
+    x, bias = make_inputs(shape, dtype, "cuda")
+    poison_cuda_allocator(x.numel() * x.element_size())
+    out = op(x, bias, scale)
+    torch.cuda.synchronize()
+    assert_matches_reference(out, x, bias, scale)
+
+
+@pytest.mark.cuda
+def test_cuda_workload_shape():
+    """The workload's conv output, (128, 128, 129, 129) fp32, against float64 on the GPU
+    (the CPU would take minutes for 272 M elements)."""
+    x = torch.randn(128, 128, 129, 129, device="cuda")
+    bias = torch.randn(128, 1, 1, device="cuda")
+    poison_cuda_allocator(x.numel() * 4)
+    out = op(x, bias, 2.0)
+    expected = torch.sigmoid((torch.softmax(x.double(), dim=1) + bias.double()) * 2.0)
+    error = (out.double() - expected).abs().max().item()
+    assert not out.isnan().any() and error < 2e-6, error
+
+
+@pytest.mark.cuda
+def test_cuda_runs_on_the_current_stream():
+    x, bias = make_inputs((4, 64, 33, 33), torch.float32, "cuda")
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        torch.cuda._sleep(10_000_000)  # a busy stream: a launch elsewhere would race ahead
+        out = op(x, bias, 2.0)
+    stream.synchronize()
+    assert_matches_reference(out, x, bias, 2.0)
+
+
+@pytest.mark.cuda
+def test_forced_sm89_build_runs_from_ptx():
+    """FUSED_OPS_ARCH=sm_89 makes every kernel run from the sm_89 build: on a GPU other than
+    sm_89 that is its PTX, compiled by the driver, and the answers stay right."""
+    script = (
+        "import torch, fused_ops\n"
+        "from conftest import assert_matches_reference\n"
+        "images = fused_ops.kernel_images('cuda')\n"
+        "assert images and all('sm_89' in line for line in images), images\n"
+        "print(images[0])\n"
+        "for shape in [(2, 128, 17, 19), (2, 1500, 3, 3)]:\n"
+        "    x = torch.randn(shape, device='cuda'); b = torch.randn(shape[1], device='cuda')\n"
+        "    assert_matches_reference(torch.ops.fused.softmax_bias_sigmoid(x, b, 2.0), x, b, 2.0)\n"
+    )
+    env = dict(os.environ, FUSED_OPS_ARCH="sm_89")
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                            cwd=os.path.dirname(__file__))
+    assert result.returncode == 0, result.stderr
+    arch = torch.cuda.get_device_capability()
+    assert ("sm_89 cubin" if arch == (8, 9) else "sm_89 PTX (JIT)") in result.stdout
