@@ -14,8 +14,10 @@ the wheel pins it.
 """
 import glob
 import os
+import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import torch
@@ -54,6 +56,21 @@ def cuda_include_and_runtime():
              "or build CPU-only with FUSED_OPS_CUDA=0")
 
 
+def check_shared_libstdcxx(library: Path):
+    """A toolchain that links libstdc++ statically (seen: Python's own build compiler in
+    /opt/gcc) leaves a second copy of iostreams in the library, and the first error message
+    it formats inside torch's process crashes it. Refuse such a build, naming the fix."""
+    readelf = shutil.which("readelf")
+    if readelf is None:
+        return
+    dynamic = subprocess.run([readelf, "-d", str(library)], capture_output=True, text=True).stdout
+    if "libstdc++.so" not in dynamic:
+        library.unlink()
+        sys.exit(f"setup.py: {library.name} links libstdc++ statically (compiler: "
+                 f"{sysconfig.get_config_var('CXX')}); torch needs the shared one. Build with the "
+                 "system compiler: CC=gcc CXX=g++ LDSHARED='g++ -shared' pip install ...")
+
+
 class BuildWithKernels(BuildExtension):
     """Compiles the Triton kernels (triton_src/aot.py) before the C++ sources that embed them."""
 
@@ -65,6 +82,7 @@ class BuildWithKernels(BuildExtension):
             for ext in self.extensions:
                 ext.sources.append(str(generated / "aot_kernels.cpp"))
         super().run()
+        check_shared_libstdcxx(Path(self.get_ext_fullpath("fused_ops._C")))
         info = Path(self.get_ext_fullpath("fused_ops._C")).parent / "_build_info.py"
         info.write_text(f'"""Written by setup.py at build time."""\n'
                         f"TORCH_VERSION = {torch.__version__!r}\n"
@@ -77,10 +95,7 @@ def extension():
                if p.parent.name != "apps"]
     cxx_flags = ["-O3"]
     include_dirs = [str(CSRC)]
-    # The shared libstdc++, as torch uses: a toolchain that links it statically by default
-    # (seen: a GCC in /opt/gcc) leaves a second copy of iostreams in the library, and
-    # formatting an error message then crashes inside torch's process.
-    extra_link_args = ["-Wl,-Bdynamic", "-lstdc++"]
+    extra_link_args = []
     libraries = []
     if WITH_CUDA:
         cuda_includes, cudart = cuda_include_and_runtime()
