@@ -199,3 +199,34 @@ def test_forced_sm89_build_runs_from_ptx():
     assert result.returncode == 0, result.stderr
     arch = torch.cuda.get_device_capability()
     assert ("sm_89 cubin" if arch == (8, 9) else "sm_89 PTX (JIT)") in result.stdout
+
+
+# --- autograd --------------------------------------------------------------------------
+
+def test_gradcheck_cpu_float64():
+    for shape in [(2, 5, 3, 4), (3, 7), (2, 4, 6)]:
+        x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+        bias = torch.randn(shape[1], 1, 1, dtype=torch.float64, requires_grad=True)
+        assert torch.autograd.gradcheck(lambda x, b: op(x, b, -1.5), (x, bias.reshape(-1)))
+        assert torch.autograd.gradcheck(lambda x, b: op(x, b, 2.0), (x, bias))
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_gradients_match_reference(device):
+    x, bias = make_inputs((3, 16, 5, 7), torch.float32, device)
+    x.requires_grad_(True)
+    bias.requires_grad_(True)
+    grad = torch.randn(x.shape, device=device)
+    op(x, bias, 2.0).backward(grad)
+    x64 = x.detach().cpu().double().requires_grad_(True)
+    bias64 = bias.detach().cpu().double().requires_grad_(True)
+    torch.sigmoid((torch.softmax(x64, dim=1) + bias64) * 2.0).backward(grad.cpu().double())
+    assert (x.grad.cpu().double() - x64.grad).abs().max().item() < 1e-6
+    assert bias.grad.shape == bias.shape
+    assert (bias.grad.cpu().double() - bias64.grad).abs().max().item() < 1e-4
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_opcheck_with_requires_grad(device):
+    x, bias = make_inputs((2, 8, 5, 5), torch.float32, device)
+    torch.library.opcheck(op, (x.requires_grad_(True), bias.flatten().requires_grad_(True), 2.0))
