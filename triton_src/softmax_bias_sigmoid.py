@@ -1,9 +1,11 @@
 """out = sigmoid((softmax(x, dim=1) + bias) * scale), for x of shape (N, C, *spatial).
 
 The launcher views x as (N, C, S) where the S spatial positions of one sample are addressed
-as (s // S_INNER) * stride_outer + (s % S_INNER) * stride_inner: every layout whose spatial
-dimensions collapse into at most two strided groups (contiguous NCHW, channels_last, a
-strided view such as x[..., ::2]) runs without a copy.
+as (s // inner_size) * stride_outer + (s % inner_size) * stride_inner: every layout whose
+spatial dimensions collapse into at most two strided groups (contiguous NCHW, channels_last,
+a strided view such as x[..., ::2]) runs without a copy. The CONTIGUOUS variants serve the
+common case, positions at stride 1 and out laid out like x, with no index arithmetic beyond
+one 32-bit offset per element.
 
 A program owns BLOCK_S spatial positions of one sample and every channel of them. When all
 channels fit in one tile (SINGLE_PASS) the whole softmax stays in registers and each element
