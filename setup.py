@@ -57,9 +57,9 @@ def cuda_include_and_runtime():
 
 
 def check_shared_libstdcxx(library: Path):
-    """A toolchain that links libstdc++ statically (seen: Python's own build compiler in
-    /opt/gcc) leaves a second copy of iostreams in the library, and the first error message
-    it formats inside torch's process crashes it. Refuse such a build, naming the fix."""
+    """A toolchain that links libstdc++ statically (seen: a GCC in /opt/gcc on a GPU machine)
+    leaves a second copy of iostreams in the library, and the first error message it formats
+    inside torch's process crashes it. Refuse such a build, naming the fix."""
     readelf = shutil.which("readelf")
     if readelf is None:
         return
@@ -67,8 +67,8 @@ def check_shared_libstdcxx(library: Path):
     if "libstdc++.so" not in dynamic:
         library.unlink()
         sys.exit(f"setup.py: {library.name} links libstdc++ statically (compiler: "
-                 f"{sysconfig.get_config_var('CXX')}); torch needs the shared one. Build with the "
-                 "system compiler: CC=gcc CXX=g++ LDSHARED='g++ -shared' pip install ...")
+                 f"{os.environ.get('CXX', sysconfig.get_config_var('CXX'))}); torch needs the shared "
+                 "one. Build with the system compiler: CC=gcc CXX=g++ LDSHARED='g++ -shared' pip install ...")
 
 
 class BuildWithKernels(BuildExtension):

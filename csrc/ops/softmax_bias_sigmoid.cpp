@@ -8,7 +8,6 @@
 #include <torch/library.h>
 
 #include <limits>
-#include <string>
 
 #ifdef FUSED_OPS_WITH_CUDA
 #include <c10/cuda/CUDAGuard.h>
@@ -25,21 +24,13 @@ namespace {
 
 constexpr const char* kOp = "fused::softmax_bias_sigmoid";
 
-// A tensor's shape for an error message. Only the Meta kernel under torch.compile's dynamic
-// shapes sees symbolic sizes; concrete ones print through sizes(), which torch 2.11 needs
-// (formatting sym_sizes() of a concrete tensor crashed there).
-std::string shape_of(const at::Tensor& t) {
-  return t.unsafeGetTensorImpl()->has_symbolic_sizes_strides() ? c10::str(t.sym_sizes())
-                                                                : c10::str(t.sizes());
-}
-
 // Symbolic-shape safe: the Meta kernel runs this under torch.compile's dynamic shapes.
 void check_inputs(const at::Tensor& x, const at::Tensor& bias) {
   TORCH_CHECK(x.layout() == at::kStrided && bias.layout() == at::kStrided, kOp,
               ": x and bias must be dense (strided) tensors; got layouts ", x.layout(), " and ",
               bias.layout());
   TORCH_CHECK(x.dim() >= 2, kOp, ": x must have shape (N, C, ...) with at least 2 dimensions; got ",
-              x.dim(), "-D shape ", shape_of(x));
+              x.dim(), "-D shape ", x.sym_sizes());
   const at::ScalarType dtype = x.scalar_type();
   TORCH_CHECK(dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16 ||
                   dtype == at::kDouble,
@@ -50,8 +41,8 @@ void check_inputs(const at::Tensor& x, const at::Tensor& bias) {
   TORCH_CHECK(bias.device() == x.device(), kOp, ": x is on ", x.device(), " but bias is on ",
               bias.device(), "; both must be on the same device");
   TORCH_CHECK(bias.sym_numel() == x.sym_size(1), kOp,
-              ": bias must hold one value per channel: x has shape ", shape_of(x),
-              " (channels are dimension 1) but bias has shape ", shape_of(bias));
+              ": bias must hold one value per channel: x has shape ", x.sym_sizes(),
+              " (channels are dimension 1) but bias has shape ", bias.sym_sizes());
 }
 
 // The output is empty_like(x): it keeps x's memory format, on every backend and in the Meta
