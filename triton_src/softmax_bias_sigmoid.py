@@ -85,6 +85,19 @@ def _channel_max(x):
 
 
 @triton.jit
+def _load_channels(x_base, channel_offsets, num_channels, x_stride_c, x_cols, position_mask,
+                   index: tl.constexpr):
+    """The tile of channels `channel_offsets` at the tile's positions, in fp32; -inf where
+    masked, which the max ignores and exp2 turns into 0."""
+    channel_mask = channel_offsets < num_channels
+    channels = channel_offsets.to(index)
+    mask = channel_mask[:, None] & position_mask[None, :]
+    x = tl.load(x_base + channels[:, None] * x_stride_c + x_cols[None, :],
+                mask=mask, other=-float("inf")).to(tl.float32)
+    return x, channels, channel_mask, mask
+
+
+@triton.jit
 def _epilogue(e, inv_denominator, bias_ptr, channels, channel_mask, scale):
     bias = tl.load(bias_ptr + channels, mask=channel_mask, other=0.0).to(tl.float32)
     z = (e * inv_denominator[None, :] + bias[:, None]) * scale
@@ -119,11 +132,8 @@ def softmax_bias_sigmoid(
     channel_offsets = tl.arange(0, BLOCK_C)
 
     if SINGLE_PASS:
-        channel_mask = channel_offsets < num_channels
-        mask = channel_mask[:, None] & position_mask[None, :]
-        channels = channel_offsets.to(index)
-        x = tl.load(x_base + channels[:, None] * x_stride_c + x_cols[None, :],
-                    mask=mask, other=-float("inf")).to(tl.float32)
+        x, channels, channel_mask, mask = _load_channels(
+            x_base, channel_offsets, num_channels, x_stride_c, x_cols, position_mask, index)
         row_max = _channel_max(x)
         e = tl.exp2((x - row_max[None, :]) * LOG2E)
         inv_denominator = 1.0 / tl.sum(e, axis=0)
@@ -138,11 +148,8 @@ def softmax_bias_sigmoid(
         running_max = tl.full([BLOCK_S], -float("inf"), tl.float32)
         running_sum = tl.zeros([BLOCK_S], tl.float32)
         for c0 in range(0, num_channels, BLOCK_C):
-            channel_mask = (c0 + channel_offsets) < num_channels
-            channels = (c0 + channel_offsets).to(index)
-            x = tl.load(x_base + channels[:, None] * x_stride_c + x_cols[None, :],
-                        mask=channel_mask[:, None] & position_mask[None, :],
-                        other=-float("inf")).to(tl.float32)
+            x, channels, channel_mask, mask = _load_channels(
+                x_base, c0 + channel_offsets, num_channels, x_stride_c, x_cols, position_mask, index)
             new_max = _max_propagating_nan(running_max, _channel_max(x))
             # A column that has seen only -inf so far keeps a finite reference point, so that
             # exp2(-inf - -inf) never turns its running sum into NaN.
@@ -153,11 +160,8 @@ def softmax_bias_sigmoid(
         reference = tl.where(running_max == -float("inf"), 0.0, running_max)
         inv_denominator = 1.0 / running_sum
         for c0 in range(0, num_channels, BLOCK_C):
-            channel_mask = (c0 + channel_offsets) < num_channels
-            channels = (c0 + channel_offsets).to(index)
-            mask = channel_mask[:, None] & position_mask[None, :]
-            x = tl.load(x_base + channels[:, None] * x_stride_c + x_cols[None, :],
-                        mask=mask, other=-float("inf")).to(tl.float32)
+            x, channels, channel_mask, mask = _load_channels(
+                x_base, c0 + channel_offsets, num_channels, x_stride_c, x_cols, position_mask, index)
             e = tl.exp2((x - reference[None, :]) * LOG2E)
             y = _epilogue(e, inv_denominator, bias_ptr, c0 + channel_offsets, channel_mask, scale)
             tl.store(out_base + channels[:, None] * out_stride_c + out_cols[None, :],

@@ -46,22 +46,24 @@ void check_inputs(const at::Tensor& x, const at::Tensor& bias) {
 }
 
 // The output is empty_like(x): it keeps x's memory format, on every backend and in the Meta
-// kernel alike. `kernel(x, out, view)` fills it; the one layout the strided view cannot
-// express (more than two spatial groups) runs on contiguous copies.
+// kernel alike. `kernel(x, bias, out, view)` fills it, bias flattened to C contiguous values;
+// the one layout the strided view cannot express (more than two spatial groups) runs on
+// contiguous copies.
 template <typename Kernel>
 at::Tensor with_channel_view(const at::Tensor& x, const at::Tensor& bias, Kernel&& kernel) {
   check_inputs(x, bias);
   at::Tensor out = at::empty_like(x);
   if (out.numel() == 0) return out;
+  const at::Tensor bias_flat = bias.reshape({-1}).contiguous();
   ChannelView view;
   if (channel_view(x, out, view)) {
-    kernel(x, out, view);
+    kernel(x, bias_flat, out, view);
     return out;
   }
   const at::Tensor x_contiguous = x.contiguous();
   at::Tensor staged = at::empty_like(x_contiguous);
   TORCH_INTERNAL_ASSERT(channel_view(x_contiguous, staged, view));
-  kernel(x_contiguous, staged, view);
+  kernel(x_contiguous, bias_flat, staged, view);
   return out.copy_(staged);
 }
 
@@ -79,9 +81,9 @@ at::Tensor softmax_bias_sigmoid_unsupported_layout(const at::Tensor& x, const at
 }
 
 at::Tensor softmax_bias_sigmoid_cpu(const at::Tensor& x, const at::Tensor& bias, double scale) {
-  return with_channel_view(x, bias, [&](const at::Tensor& input, at::Tensor& out,
-                                        const ChannelView& view) {
-    softmax_bias_sigmoid_cpu_kernel(input, bias.reshape({-1}).contiguous(), scale, view, out);
+  return with_channel_view(x, bias, [&](const at::Tensor& input, const at::Tensor& bias_flat,
+                                        at::Tensor& out, const ChannelView& view) {
+    softmax_bias_sigmoid_cpu_kernel(input, bias_flat, scale, view, out);
   });
 }
 
@@ -152,9 +154,8 @@ const Variant& choose_variant(at::ScalarType dtype, const ChannelView& v) {
 
 at::Tensor softmax_bias_sigmoid_cuda(const at::Tensor& x, const at::Tensor& bias, double scale) {
   const c10::cuda::CUDAGuard guard(x.device());
-  const at::Tensor bias_flat = bias.reshape({-1}).contiguous();
-  return with_channel_view(x, bias, [&](const at::Tensor& input, at::Tensor& out,
-                                        const ChannelView& v) {
+  return with_channel_view(x, bias, [&](const at::Tensor& input, const at::Tensor& bias_flat,
+                                        at::Tensor& out, const ChannelView& v) {
     const Variant& variant = choose_variant(input.scalar_type(), v);
     const int64_t block_s = variant.constexpr_value("BLOCK_S");
     const int64_t position_blocks = (v.positions + block_s - 1) / block_s;
