@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
+import statistics
+import subprocess
 import sys
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -61,20 +64,28 @@ WORKLOAD = Case(128, 128, 129, 129, "fp32")  # the conv output of ../shared/WORK
 QUICK_CASES = [
     WORKLOAD,
     Case(16, 3, 128, 128, "fp32"),
-    Case(16, 4096, 64, 64, "fp32"),
+    Case(16, 4096, 32, 32, "fp32"),
     Case(16, 128, 128, 128, "fp16", "channels_last"),
     Case(16, 128, 128, 128, "bf16", "strided"),
 ]
+# Cases from 64 MB up must run within this factor of a copy (issue 3); below that, launches
+# and caches dominate and they are reported only.
+LARGE_BYTES, LARGE_GOAL = 64 << 20, 1.15
 
 
 def default_cases() -> list[Case]:
-    cases = [Case(16, c, 64, 64, "fp32") for c in (1, 3, 16, 64, 128, 256, 1000, 4096)]
+    """The channel sweep at sizes near 64 to 270 MB (fewer positions as C grows), spatial sizes
+    from 1x1 to 256x256, batch sizes at the workload's 129x129, every dtype x layout, and a few
+    uneven mixes; the workload itself last."""
+    cases = [Case(16, c, 64, 64, "fp32") for c in (1, 3, 16, 64, 100, 128, 256, 1000)]
+    cases += [Case(16, 4096, 32, 32, "fp32"), Case(4, 32768, 16, 16, "fp32")]
     cases += [Case(16, 128, s, s, "fp32") for s in (1, 8, 32, 129, 256)]
-    cases += [Case(b, 128, 129, 129, "fp32") for b in (1, 8, 32)] + [WORKLOAD]
+    cases += [Case(b, 128, 129, 129, "fp32") for b in (1, 8, 32)]
     cases += [Case(16, 128, 128, 128, dtype, layout) for dtype in DTYPES for layout in LAYOUTS]
-    # The chunked variant (C > 1024) and an uneven C away from contiguous NCHW.
-    cases += [Case(16, 1000, 64, 64, "fp16", "channels_last"), Case(16, 4096, 32, 32, "bf16", "strided")]
-    return cases
+    cases += [Case(16, 100, 64, 64, "fp32", "channels_last"), Case(64, 3, 128, 128, "fp16", "channels_last"),
+              Case(16, 1000, 64, 64, "fp16", "channels_last"), Case(4, 32768, 16, 16, "bf16", "channels_last"),
+              Case(16, 4096, 32, 32, "bf16", "strided"), Case(128, 128, 129, 129, "fp16")]
+    return cases + [WORKLOAD]
 
 
 def make_input(case: Case) -> torch.Tensor:
@@ -148,6 +159,9 @@ def run_case(case: Case) -> dict:
     fused_ms, copy_ms = result["ms"].get("fused"), result["ms"].get("copy")
     result["bytes"] = moved_bytes
     result["op_over_copy"] = fused_ms / copy_ms if fused_ms and copy_ms else None
+    compile_ms = result["ms"].get("compile")
+    result["op_over_compile"] = fused_ms / compile_ms if fused_ms and compile_ms else None
+    result["large"] = x.numel() * x.element_size() >= LARGE_BYTES
     result["op_gb_per_s"] = moved_bytes / fused_ms / 1e6 if fused_ms else None
     return result
 
@@ -158,13 +172,53 @@ def format_ms(value: float | None, width: int = 8) -> str:
 
 def print_table(results: list[dict]) -> None:
     print(f"\n{'case':<32}" + "".join(f"{name:>9}" for name in PROVIDERS)
-          + f"{'op/copy':>9}{'op GB/s':>9}{'max err':>10}  (ms; '-': not run, see the JSON)")
+          + f"{'op/copy':>9}{'op/comp':>9}{'op GB/s':>9}{'max err':>10}  (ms; '-': not run, see the JSON)")
     for r in results:
-        ratio = f"{r['op_over_copy']:9.2f}" if r["op_over_copy"] else f"{'-':>9}"
+        ratio = "".join(f"{r[key]:9.2f}" if r[key] else f"{'-':>9}" for key in ("op_over_copy", "op_over_compile"))
         gbps = f"{r['op_gb_per_s']:9.0f}" if r["op_gb_per_s"] else f"{'-':>9}"
         error = f"{r['max_abs_err']:10.1e}" if r["max_abs_err"] is not None else f"{'-':>10}"
         print(f"{r['case']:<32}" + "".join(" " + format_ms(r["ms"].get(name)) for name in PROVIDERS)
               + ratio + gbps + error + ("" if r["passed"] else "  FAIL"))
+
+
+def goals(results: list[dict]) -> dict:
+    """Issue 3's goals over the sweep: large cases within LARGE_GOAL of a copy, every case
+    faster than torch.compile of the reference tail."""
+    large = [r for r in results if r["large"] and r["op_over_copy"]]
+    compared = [r for r in results if r["op_over_compile"]]
+    return {
+        "large_cases": len(large),
+        "large_within_goal": sum(r["op_over_copy"] <= LARGE_GOAL for r in large),
+        "large_over_goal": [f"{r['case']} ({r['op_over_copy']:.2f}x)" for r in large if r["op_over_copy"] > LARGE_GOAL],
+        "cases_vs_compile": len(compared),
+        "faster_than_compile": sum(r["op_over_compile"] < 1 for r in compared),
+        "not_faster_than_compile": [f"{r['case']} ({r['op_over_compile']:.2f}x)" for r in compared
+                                    if r["op_over_compile"] >= 1],
+    }
+
+
+STARTUP_SCRIPT = """
+import time, torch
+x = torch.randn(128, 128, 129, 129, device="cuda")
+bias = torch.randn(128, 1, 1, device="cuda")
+torch.cuda.synchronize()
+start = time.perf_counter()
+import fused_ops
+fused_ops.softmax_bias_sigmoid(x, bias, 2.0)
+torch.cuda.synchronize()
+print((time.perf_counter() - start) * 1e3)
+"""
+
+
+def startup_ms(environment: dict, runs: int = 3) -> float:
+    """Median over fresh processes of `import fused_ops` plus its first call on the workload
+    (library and kernel image load included), after torch and the CUDA context are up."""
+    times = []
+    for _ in range(runs):
+        result = subprocess.run([sys.executable, "-c", STARTUP_SCRIPT], capture_output=True, text=True,
+                                env={**os.environ, **environment}, check=True)
+        times.append(float(result.stdout.strip().splitlines()[-1]))
+    return statistics.median(times)
 
 
 def plot(results: list[dict], title: str, path: Path) -> None:
@@ -222,6 +276,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{index}/{len(cases)}] {case.label}: {timings} ms; {error}", flush=True)
         torch.cuda.empty_cache()  # cases differ in size; keep the allocator's pool from growing with each
     print_table(results)
+    summary = goals(results)
+    startup = {"native": startup_ms({}), "FUSED_OPS_ARCH=sm_89 (PTX JIT)": startup_ms({"FUSED_OPS_ARCH": "sm_89"})}
+    print(f"\nlarge cases (>= {LARGE_BYTES >> 20} MB) within {LARGE_GOAL}x of a copy: "
+          f"{summary['large_within_goal']}/{summary['large_cases']}; over: {summary['large_over_goal'] or 'none'}")
+    print(f"faster than torch.compile of the tail: {summary['faster_than_compile']}/{summary['cases_vs_compile']}; "
+          f"not: {summary['not_faster_than_compile'] or 'none'}")
+    print("first call in a fresh process (import fused_ops + first call, ms): "
+          + ", ".join(f"{name} {ms:.1f}" for name, ms in startup.items()))
 
     slug = re.sub(r"[^a-z0-9]+", "-", device_name.lower()).strip("-") + ("-quick" if args.quick else "")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -238,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
                    "before each run" if triton else "median of 50 runs timed with CUDA events"),
         "bytes": "x read once plus out written once, in logical elements (a strided view reads more)",
         "scale": SCALE,
+        "goals": summary,
+        "startup_ms": startup,
         "cases": results,
     }
     json_path = args.out / f"softmax_bias_sigmoid-{slug}.json"

@@ -37,6 +37,9 @@ struct Variant {
   // Every parameter of the compiled entry: the kernel's own, then the trailing scratch
   // pointers that Triton adds (their number depends on the Triton version).
   const ParamKind* params;
+  // Per parameter: compiled on the promise that it is a multiple of 16 (a pointer's address in
+  // bytes, an integer's value). The launcher refuses arguments that break it.
+  const bool* divisible_by_16;
   size_t num_params;
   size_t num_user_params;
   const Image* images;

@@ -19,7 +19,8 @@ namespace fused_ops {
 
 // The arguments of one launch of `variant`, in parameter order, each packed at the width
 // its compiled kernel declares: an integer goes in as 32 or 64 bits (checked to fit), an fp32
-// scalar as 4 bytes, never as a double. A wrong kind of argument is an error here.
+// scalar as 4 bytes, never as a double. A wrong kind of argument, or one that breaks the
+// variant's multiple-of-16 promise (Variant::divisible_by_16), is an error here.
 class LaunchArgs {
  public:
   explicit LaunchArgs(const Variant& variant) : variant_(variant) {}
@@ -33,6 +34,7 @@ class LaunchArgs {
     alignas(8) unsigned char bytes[8];
   };
   ParamKind next_kind(const char* what) const;
+  void check_divisible(int64_t value, const char* unit) const;
   LaunchArgs& push(const void* value, size_t size);
   const Variant& variant_;
   c10::SmallVector<Slot, 24> slots_;

@@ -155,6 +155,44 @@ def test_cuda_matches_reference(shape, dtype):
     assert_matches_reference(out, x, bias, scale)
 
 
+def misaligned(x: torch.Tensor) -> torch.Tensor:
+    """The same values, stored one element past a 16-byte boundary."""
+    storage = torch.empty(x.numel() + 1, dtype=x.dtype, device=x.device)
+    view = storage[1:].view(x.shape)
+    view.copy_(x)
+    return view
+
+
+# One case per kernel flavour the launcher picks between (see csrc/ops/softmax_bias_sigmoid.cpp):
+# rows of 16 positions or channels take the 16-byte aligned variants, the rest the unaligned ones.
+FLAVOUR_CASES = {
+    "nchw aligned": lambda x: x,
+    "nchw odd rows": lambda x: x[..., :-1].contiguous(),
+    "nchw misaligned pointer": misaligned,
+    "channels_last aligned": lambda x: x.to(memory_format=torch.channels_last),
+    "channels_last odd C": lambda x: x[:, :-3].contiguous(memory_format=torch.channels_last),
+    "channels_last misaligned pointer": lambda x: misaligned(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2),
+    "1x1 spatial": lambda x: x[..., :1, :1].contiguous(),
+    "strided": lambda x: x[..., ::2],
+}
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("channels", [32, 2000, 20000])
+@pytest.mark.parametrize("dtype", CUDA_DTYPES, ids=str)
+@pytest.mark.parametrize("flavour", FLAVOUR_CASES)
+def test_cuda_layout_flavours(flavour, dtype, channels):
+    base, _ = make_inputs((2, channels, 4, 8) if channels > 1000 else (3, channels, 8, 16), dtype, "cuda")
+    x = FLAVOUR_CASES[flavour](base)
+    bias = torch.randn(x.shape[1], dtype=torch.float64).to("cuda", dtype)
+    poison_cuda_allocator(x.numel() * x.element_size())
+    out = op(x, bias, -1.5)
+    torch.cuda.synchronize()
+    assert_matches_reference(out, x, bias, -1.5)
+    if x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last):
+        assert out.stride() == x.stride(), f"{flavour}: output does not keep the input's layout"
+
+
 @pytest.mark.cuda
 def test_cuda_workload_shape():
     """The workload's conv output, (128, 128, 129, 129) fp32, against float64 on the GPU

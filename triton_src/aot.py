@@ -3,8 +3,10 @@
     python triton_src/aot.py --out-dir BUILD_DIR [--archs 80,86,89,90] [--jobs N]
 
 Every module in this folder that declares ``VARIANTS`` is a kernel: its ``@triton.jit``
-function named ``KERNEL_NAME``, its argument ``SIGNATURE`` and ``DTYPES``. Each (variant,
-dtype, arch) is compiled with an explicit ``GPUTarget``, so no GPU or driver is needed, in
+function named ``KERNEL_NAME``, its argument ``SIGNATURE`` and ``DTYPES`` (a variant may name
+its own ``dtypes``). A module may define ``divisible_by_16(variant)``, the arguments that the
+variant is compiled to assume are multiples of 16; the table carries that promise to the
+launcher, which checks it on every call. Each (variant, dtype, arch) is compiled with an explicit ``GPUTarget``, so no GPU or driver is needed, in
 parallel across cores. The output, ``BUILD_DIR/aot_kernels.cpp``, holds the cubins (and the
 PTX of the highest non-"a" arch, which any newer GPU can JIT) as byte arrays plus the table
 described in csrc/kernel_table.h. Everything the C++ launcher knows about a kernel (entry
@@ -27,6 +29,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 DEFAULT_ARCHS = (80, 86, 89, 90)
 ARCHS_ENV = "FUSED_OPS_ARCHS"
+# Shared memory one block may use, by arch, where it is below what Triton assumes: sm_86 and
+# sm_89 (the RTX 4090) allow 99 KB. A variant over it would compile and then fail to launch.
+SHARED_LIMIT = {86: 99 * 1024, 89: 99 * 1024}
 
 # PTX parameter declarations: ".param .u64 .ptr .global .align 1 name_param_3".
 _PTX_PARAM = re.compile(r"\.param\s+\.(\w+)(\s+\.ptr)?[^,)]*?_param_(\d+)")
@@ -53,6 +58,7 @@ class Compiled:
     num_warps: int
     shared_bytes: int
     params: list
+    divisible: list
     num_user_params: int
     cubin: bytes
     ptx: bytes | None
@@ -92,7 +98,8 @@ def jobs_for(archs: list[int]) -> list[Job]:
     for path in kernel_modules():
         module = load_module(str(path))
         for variant in module.VARIANTS:
-            for dtype in module.DTYPES:
+            variant = dict(variant)
+            for dtype in variant.pop("dtypes", module.DTYPES):
                 for arch in archs:
                     jobs.append(Job(str(path), module.KERNEL_NAME, dtype,
                                     tuple(sorted(variant.items())), arch, arch == ptx_arch))
@@ -117,6 +124,11 @@ def signature_kinds(signature: dict) -> list[str]:
     return ["Pointer" if t.startswith("*") else _SIGNATURE_KIND[t] for t in signature.values()]
 
 
+def divisible_args(module, variant: dict) -> tuple:
+    hook = getattr(module, "divisible_by_16", None)
+    return tuple(hook(variant)) if hook else ()
+
+
 def compile_job(job: Job) -> Compiled:
     import triton
     from triton.backends.compiler import GPUTarget
@@ -128,7 +140,12 @@ def compile_job(job: Job) -> Compiled:
     num_stages = variant.pop("num_stages", 1)
     declared = formatted_signature(module, job.dtype, variant)
     signature = {**declared, **{name: "constexpr" for name in variant}}
-    source = triton.compiler.ASTSource(fn=kernel, signature=signature, constexprs=variant)
+    divisible = divisible_args(module, variant)
+    unknown = set(divisible) - set(declared)
+    if unknown:
+        raise RuntimeError(f"{job.kernel}: divisible_by_16 names {sorted(unknown)}, not in SIGNATURE")
+    attrs = {(index,): [["tt.divisibility", 16]] for index, name in enumerate(declared) if name in divisible}
+    source = triton.compiler.ASTSource(fn=kernel, signature=signature, constexprs=variant, attrs=attrs)
     compiled = triton.compile(source, target=GPUTarget("cuda", job.arch, 32),
                               options={"num_warps": num_warps, "num_stages": num_stages})
     meta = compiled.metadata
@@ -136,13 +153,23 @@ def compile_job(job: Job) -> Compiled:
         if getattr(meta, scratch, 0):
             raise RuntimeError(f"{job.kernel} ({job.dtype}, {variant}, sm_{job.arch}) needs "
                                f"{scratch}={getattr(meta, scratch)}; the launcher passes no scratch")
+    limit = SHARED_LIMIT.get(job.arch)
+    if limit is not None and meta.shared > limit:
+        raise RuntimeError(f"{job.kernel} ({job.dtype}, {variant}) needs {meta.shared} B of shared memory "
+                           f"per block; sm_{job.arch} allows {limit}")
     ptx = compiled.asm["ptx"]
+    # A divisibility promise that reaches the compiler shows up as vector accesses; none means
+    # this Triton version read the hint differently, and the variant would be slow for nothing.
+    if divisible and not re.search(r"\b(ld|st)\.global(\.\w+)*\.v[248]\.", ptx):
+        raise RuntimeError(f"{job.kernel} ({job.dtype}, {variant}): compiled with divisibility hints "
+                           f"for {divisible} but issues no vector load or store")
     params = ptx_params(ptx, meta.name)
     expected = signature_kinds(declared)
     if params[:len(expected)] != expected or any(p != "Pointer" for p in params[len(expected):]):
         raise RuntimeError(f"{job.kernel} sm_{job.arch}: compiled parameters {params} do not "
                            f"start with the declared {expected} followed by scratch pointers")
-    return Compiled(job, meta.name, meta.num_warps, meta.shared, params, len(expected),
+    flags = [name in divisible for name in declared] + [False] * (len(params) - len(expected))
+    return Compiled(job, meta.name, meta.num_warps, meta.shared, params, flags, len(expected),
                     compiled.asm["cubin"], ptx.encode() + b"\0" if job.want_ptx else None)
 
 
@@ -158,7 +185,8 @@ def render(results: list[Compiled], archs: list[int]) -> str:
     arrays, images, variants = [], [], []
     for index, ((kernel, variant, dtype), compiled) in enumerate(groups.items()):
         first = compiled[0]
-        if any(c.params != first.params or c.num_warps != first.num_warps for c in compiled):
+        if any(c.params != first.params or c.num_warps != first.num_warps or c.divisible != first.divisible
+               for c in compiled):
             raise RuntimeError(f"{kernel} {dtype} {variant}: archs disagree on parameters or warps")
         image_rows = []
         for c in sorted(compiled, key=lambda c: c.job.arch):
@@ -174,9 +202,11 @@ def render(results: list[Compiled], archs: list[int]) -> str:
                       f"const Constexpr constexprs_{index}[] = {{"
                       + ", ".join(f'{{"{k}", {int(v)}}}' for k, v in constexprs) + "};\n"
                       f"const ParamKind params_{index}[] = {{"
-                      + ", ".join(f"ParamKind::{p}" for p in first.params) + "};\n")
+                      + ", ".join(f"ParamKind::{p}" for p in first.params) + "};\n"
+                      f"const bool divisible_{index}[] = {{"
+                      + ", ".join("true" if d else "false" for d in first.divisible) + "};\n")
         variants.append(f'  {{"{kernel}", "{dtype}", constexprs_{index}, {len(constexprs)}, '
-                        f"{first.num_warps}, params_{index}, {len(first.params)}, {first.num_user_params}, "
+                        f"{first.num_warps}, params_{index}, divisible_{index}, {len(first.params)}, {first.num_user_params}, "
                         f"images_{index}, {len(image_rows)}}},")
     arch_list = ";".join(str(a) for a in archs)
     return ("// Generated by triton_src/aot.py. Do not edit: the build writes it anew.\n"

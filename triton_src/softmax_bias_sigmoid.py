@@ -3,17 +3,36 @@
 The launcher views x as (N, C, S) where the S spatial positions of one sample are addressed
 as (s // inner_size) * stride_outer + (s % inner_size) * stride_inner: every layout whose
 spatial dimensions collapse into at most two strided groups (contiguous NCHW, channels_last,
-a strided view such as x[..., ::2]) runs without a copy. The CONTIGUOUS variants serve the
-common case, positions at stride 1 and out laid out like x, with no index arithmetic beyond
-one 32-bit offset per element.
+a strided view such as x[..., ::2]) runs without a copy. Three layout flavours share that view:
 
-A program owns BLOCK_S spatial positions of one sample and every channel of them. When all
-channels fit in one tile (SINGLE_PASS) the whole softmax stays in registers and each element
-is read once; otherwise the channels are swept in BLOCK_C chunks twice, first for an online
-max/sum, then for the output.
+- CONTIGUOUS: positions at stride 1 and out laid out like x (contiguous NCHW). The tile is
+  [BLOCK_C, BLOCK_S]; one 32-bit offset per element serves the load and the store.
+- CHANNELS_LAST: channels at stride 1, every position of every sample one row at a uniform
+  stride, out laid out like x (dense channels_last). The tile is [BLOCK_S, BLOCK_C] with C the
+  contiguous axis, and the launcher passes all N * S positions as a single sample.
+- neither: the general strided view, with 32-bit offsets inside a sample where they fit and
+  64-bit ones where they do not.
+
+ALIGNED variants of the first two are compiled with the promise that the arguments in
+DIVISIBLE_BY_16 are multiples of 16 (pointers in bytes, integers in elements); triton_src/aot.py
+passes that promise to the compiler and into the kernel table, whose launcher refuses a call that
+breaks it. It lets every access be 16 bytes wide. The workload's 129 x 129 rows are odd, so
+their channel rows start at every 4-byte offset and no position tile is 16-byte aligned in all
+rows: they run unaligned (benchmarks/NOTES.md has the measurements of the alternatives).
+
+A program owns BLOCK_S positions and every channel of them. When all channels fit in one tile
+(SINGLE_PASS) the whole softmax stays in registers and each element is read once; otherwise the
+channels are swept in BLOCK_C chunks twice, first for an online max/sum, then for the output.
+
+The tile of each (flavour, dtype, BLOCK_C) comes from softmax_bias_sigmoid_tuning.json, written by
+benchmarks/tune_softmax_bias_sigmoid.py from measurements on a GPU; see that script for how
+the RTX 4090 (sm_89), which cannot be measured here, is served by the same table.
 
 This module is read at build time only (by triton_src/aot.py); nothing imports it at run time.
 """
+import json
+from pathlib import Path
+
 import triton
 import triton.language as tl
 
@@ -43,31 +62,32 @@ SIGNATURE = {
 DTYPES = ("fp32", "fp16", "bf16")
 
 
-def _variant(block_c, block_s, num_warps, single_pass=True, contiguous=True, index_bits=32):
-    return dict(BLOCK_C=block_c, BLOCK_S=block_s, SINGLE_PASS=int(single_pass),
-                CONTIGUOUS=int(contiguous), INDEX_BITS=index_bits, num_warps=num_warps)
+def divisible_by_16(variant: dict) -> tuple:
+    """The arguments an ALIGNED variant is compiled to assume are multiples of 16: what makes a
+    row of the tile's contiguous axis start on a 16-byte boundary and its mask constant in
+    16-element runs."""
+    if not variant.get("ALIGNED"):
+        return ()
+    if variant["CHANNELS_LAST"]:
+        return ("x_ptr", "out_ptr", "num_channels", "x_stride_inner")
+    return ("x_ptr", "out_ptr", "num_positions", "x_stride_n", "x_stride_c", "out_stride_n")
 
 
-# (BLOCK_C, BLOCK_S, warps) of the single-pass tiles: the launcher takes the one with the
-# smallest BLOCK_C that covers C. Up to 128 channels a tile holds 64 fp32 values per thread:
-# on the H100 at C = 128 that was the fastest of 16..128 positions x 2..16 warps (1.14x a
-# copy against 1.48x for 32 positions and 1.32x for 128 positions, 8 warps). Wider channel
-# tiles hold 32 per thread, since their reductions need more registers of their own.
-_SINGLE_PASS_TILES = [(4, 2048, 4), (16, 512, 4), (32, 256, 4), (64, 128, 4), (128, 64, 4),
-                      (256, 16, 4), (512, 16, 8), (1024, 8, 8)]
-_TWO_PASS_TILE = (64, 64, 4)
+TUNING_FILE = Path(__file__).with_name("softmax_bias_sigmoid_tuning.json")
 
-# CONTIGUOUS: x and out share their strides and a sample's positions are contiguous
-# (contiguous NCHW, the common case): one 32-bit offset per element serves the load and the
-# store. Otherwise the strided view, with 32-bit offsets inside a sample where they fit and
-# 64-bit ones (a few tiles only: the case is rare and memory-bound anyway) where they do not.
-VARIANTS = (
-    [_variant(*tile) for tile in _SINGLE_PASS_TILES] + [_variant(*_TWO_PASS_TILE, single_pass=False)]
-    + [_variant(*tile, contiguous=False) for tile in _SINGLE_PASS_TILES]
-    + [_variant(*_TWO_PASS_TILE, single_pass=False, contiguous=False)]
-    + [_variant(*tile, contiguous=False, index_bits=64) for tile in [(16, 64, 4), (128, 16, 4)]]
-    + [_variant(32, 32, 4, single_pass=False, contiguous=False, index_bits=64)]
-)
+
+def _variants_from_tuning(path: Path = TUNING_FILE) -> list:
+    table = json.loads(path.read_text())
+    variants = []
+    for entry in table["variants"]:
+        variant = {key: entry[key] for key in ("BLOCK_C", "BLOCK_S", "SINGLE_PASS", "CONTIGUOUS",
+                                               "CHANNELS_LAST", "ALIGNED", "INDEX_BITS", "num_warps")}
+        variant["dtypes"] = tuple(entry["dtypes"])
+        variants.append(variant)
+    return variants
+
+
+VARIANTS = _variants_from_tuning()
 
 # exp(v) = exp2(v * log2(e)): exp2 is the hardware instruction.
 LOG2E = tl.constexpr(1.4426950408889634)
@@ -79,29 +99,35 @@ def _max_propagating_nan(a, b):
 
 
 @triton.jit
-def _channel_max(x):
+def _channel_max(x, AXIS: tl.constexpr):
     # tl.max would skip NaN; a NaN input must make its whole softmax NaN, as in PyTorch.
-    return tl.reduce(x, 0, _max_propagating_nan)
+    return tl.reduce(x, AXIS, _max_propagating_nan, keep_dims=True)
+
+
+@triton.jit
+def _epilogue(e, inv_denominator, bias, scale):
+    z = (e * inv_denominator + bias) * scale
+    return 1.0 / (1.0 + tl.exp2(-z * LOG2E))
+
+
+@triton.jit
+def _single_pass(x, bias, scale, AXIS: tl.constexpr):
+    """The output of a tile that holds every channel, channels along AXIS."""
+    e = tl.exp2((x - _channel_max(x, AXIS)) * LOG2E)
+    return _epilogue(e, 1.0 / tl.sum(e, axis=AXIS, keep_dims=True), bias, scale)
 
 
 @triton.jit
 def _load_channels(x_base, channel_offsets, num_channels, x_stride_c, x_cols, position_mask,
                    index: tl.constexpr):
-    """The tile of channels `channel_offsets` at the tile's positions, in fp32; -inf where
-    masked, which the max ignores and exp2 turns into 0."""
+    """The [BLOCK_C, BLOCK_S] tile of channels `channel_offsets` at the tile's positions, in
+    fp32; -inf where masked, which the max ignores and exp2 turns into 0."""
     channel_mask = channel_offsets < num_channels
     channels = channel_offsets.to(index)
     mask = channel_mask[:, None] & position_mask[None, :]
     x = tl.load(x_base + channels[:, None] * x_stride_c + x_cols[None, :],
                 mask=mask, other=-float("inf")).to(tl.float32)
     return x, channels, channel_mask, mask
-
-
-@triton.jit
-def _epilogue(e, inv_denominator, bias_ptr, channels, channel_mask, scale):
-    bias = tl.load(bias_ptr + channels, mask=channel_mask, other=0.0).to(tl.float32)
-    z = (e * inv_denominator[None, :] + bias[:, None]) * scale
-    return 1.0 / (1.0 + tl.exp2(-z * LOG2E))
 
 
 @triton.jit
@@ -112,57 +138,68 @@ def softmax_bias_sigmoid(
     out_stride_n, out_stride_c, out_stride_outer, out_stride_inner,
     scale,
     BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr, SINGLE_PASS: tl.constexpr,
-    CONTIGUOUS: tl.constexpr, INDEX_BITS: tl.constexpr,
+    CONTIGUOUS: tl.constexpr, CHANNELS_LAST: tl.constexpr, ALIGNED: tl.constexpr,
+    INDEX_BITS: tl.constexpr,
 ):
     index = tl.int64 if INDEX_BITS == 64 else tl.int32
     pid = tl.program_id(0)
-    n = (pid // num_position_blocks).to(tl.int64)
-    s = (pid % num_position_blocks).to(index) * BLOCK_S + tl.arange(0, BLOCK_S).to(index)
-    position_mask = s < num_positions
-    x_base = x_ptr + n * x_stride_n
-    out_base = out_ptr + n * out_stride_n
-    if CONTIGUOUS:
-        x_cols = s
-        out_cols = s
-    else:
-        outer = s // inner_size
-        inner = s - outer * inner_size
-        x_cols = outer * x_stride_outer + inner * x_stride_inner
-        out_cols = outer * out_stride_outer + inner * out_stride_inner
     channel_offsets = tl.arange(0, BLOCK_C)
-
-    if SINGLE_PASS:
-        x, channels, channel_mask, mask = _load_channels(
-            x_base, channel_offsets, num_channels, x_stride_c, x_cols, position_mask, index)
-        row_max = _channel_max(x)
-        e = tl.exp2((x - row_max[None, :]) * LOG2E)
-        inv_denominator = 1.0 / tl.sum(e, axis=0)
-        y = _epilogue(e, inv_denominator, bias_ptr, channel_offsets, channel_mask, scale)
-        if CONTIGUOUS:
-            # Same strides: the load's offsets serve the store.
-            out_offsets = channels[:, None] * x_stride_c + x_cols[None, :]
-        else:
-            out_offsets = channels[:, None] * out_stride_c + out_cols[None, :]
-        tl.store(out_base + out_offsets, y.to(out_ptr.dtype.element_ty), mask=mask)
+    if CHANNELS_LAST:
+        # Rows of C contiguous channels, one per position, x_stride_inner apart; x and out share
+        # strides. The grid covers all N * S rows, so small images still fill whole tiles.
+        rows = pid.to(index) * BLOCK_S + tl.arange(0, BLOCK_S).to(index)
+        channel_mask = channel_offsets < num_channels
+        mask = (rows < num_positions)[:, None] & channel_mask[None, :]
+        offsets = rows[:, None] * x_stride_inner + channel_offsets[None, :]
+        x = tl.load(x_ptr + offsets, mask=mask, other=-float("inf")).to(tl.float32)
+        bias = tl.load(bias_ptr + channel_offsets, mask=channel_mask, other=0.0).to(tl.float32)
+        y = _single_pass(x, bias[None, :], scale, 1)
+        tl.store(out_ptr + offsets, y.to(out_ptr.dtype.element_ty), mask=mask)
     else:
-        running_max = tl.full([BLOCK_S], -float("inf"), tl.float32)
-        running_sum = tl.zeros([BLOCK_S], tl.float32)
-        for c0 in range(0, num_channels, BLOCK_C):
+        n = (pid // num_position_blocks).to(tl.int64)
+        s = (pid % num_position_blocks).to(index) * BLOCK_S + tl.arange(0, BLOCK_S).to(index)
+        position_mask = s < num_positions
+        x_base = x_ptr + n * x_stride_n
+        out_base = out_ptr + n * out_stride_n
+        if CONTIGUOUS:
+            x_cols = s
+            out_cols = s
+        else:
+            outer = s // inner_size
+            inner = s - outer * inner_size
+            x_cols = outer * x_stride_outer + inner * x_stride_inner
+            out_cols = outer * out_stride_outer + inner * out_stride_inner
+
+        if SINGLE_PASS:
             x, channels, channel_mask, mask = _load_channels(
-                x_base, c0 + channel_offsets, num_channels, x_stride_c, x_cols, position_mask, index)
-            new_max = _max_propagating_nan(running_max, _channel_max(x))
-            # A column that has seen only -inf so far keeps a finite reference point, so that
-            # exp2(-inf - -inf) never turns its running sum into NaN.
-            reference = tl.where(new_max == -float("inf"), 0.0, new_max)
-            running_sum = (running_sum * tl.exp2((running_max - reference) * LOG2E)
-                           + tl.sum(tl.exp2((x - reference[None, :]) * LOG2E), axis=0))
-            running_max = new_max
-        reference = tl.where(running_max == -float("inf"), 0.0, running_max)
-        inv_denominator = 1.0 / running_sum
-        for c0 in range(0, num_channels, BLOCK_C):
-            x, channels, channel_mask, mask = _load_channels(
-                x_base, c0 + channel_offsets, num_channels, x_stride_c, x_cols, position_mask, index)
-            e = tl.exp2((x - reference[None, :]) * LOG2E)
-            y = _epilogue(e, inv_denominator, bias_ptr, c0 + channel_offsets, channel_mask, scale)
-            tl.store(out_base + channels[:, None] * out_stride_c + out_cols[None, :],
-                     y.to(out_ptr.dtype.element_ty), mask=mask)
+                x_base, channel_offsets, num_channels, x_stride_c, x_cols, position_mask, index)
+            bias = tl.load(bias_ptr + channels, mask=channel_mask, other=0.0).to(tl.float32)
+            y = _single_pass(x, bias[:, None], scale, 0)
+            if CONTIGUOUS:
+                # Same strides: the load's offsets serve the store.
+                out_offsets = channels[:, None] * x_stride_c + x_cols[None, :]
+            else:
+                out_offsets = channels[:, None] * out_stride_c + out_cols[None, :]
+            tl.store(out_base + out_offsets, y.to(out_ptr.dtype.element_ty), mask=mask)
+        else:
+            running_max = tl.full([1, BLOCK_S], -float("inf"), tl.float32)
+            running_sum = tl.zeros([1, BLOCK_S], tl.float32)
+            for c0 in range(0, num_channels, BLOCK_C):
+                x, channels, channel_mask, mask = _load_channels(
+                    x_base, c0 + channel_offsets, num_channels, x_stride_c, x_cols, position_mask, index)
+                new_max = _max_propagating_nan(running_max, _channel_max(x, 0))
+                # A column that has seen only -inf so far keeps a finite reference point, so that
+                # exp2(-inf - -inf) never turns its running sum into NaN.
+                reference = tl.where(new_max == -float("inf"), 0.0, new_max)
+                running_sum = (running_sum * tl.exp2((running_max - reference) * LOG2E)
+                               + tl.sum(tl.exp2((x - reference) * LOG2E), axis=0, keep_dims=True))
+                running_max = new_max
+            reference = tl.where(running_max == -float("inf"), 0.0, running_max)
+            inv_denominator = 1.0 / running_sum
+            for c0 in range(0, num_channels, BLOCK_C):
+                x, channels, channel_mask, mask = _load_channels(
+                    x_base, c0 + channel_offsets, num_channels, x_stride_c, x_cols, position_mask, index)
+                bias = tl.load(bias_ptr + channels, mask=channel_mask, other=0.0).to(tl.float32)
+                y = _epilogue(tl.exp2((x - reference) * LOG2E), inv_denominator, bias[:, None], scale)
+                tl.store(out_base + channels[:, None] * out_stride_c + out_cols[None, :],
+                         y.to(out_ptr.dtype.element_ty), mask=mask)

@@ -7,7 +7,9 @@
 #include <c10/util/SmallVector.h>
 #include <torch/library.h>
 
+#include <cstdint>
 #include <limits>
+#include <utility>
 
 #ifdef FUSED_OPS_WITH_CUDA
 #include <c10/cuda/CUDAGuard.h>
@@ -100,7 +102,24 @@ const char* triton_dtype(at::ScalarType dtype) {
   }
 }
 
+// For a dense channels_last view (channels at stride 1, every position of every sample a row
+// of them at one stride, out laid out alike): that row stride. Otherwise 0.
+int64_t channels_last_row_stride(const ChannelView& v) {
+  const int64_t row_stride = v.positions == 1 ? v.x.n : v.x.inner;
+  const bool one_group = v.inner_size == v.positions;
+  const bool same_strides = v.x.n == v.out.n && v.x.c == v.out.c && v.x.inner == v.out.inner;
+  if (v.channels > 1 && v.x.c == 1 && one_group && same_strides && row_stride >= v.channels &&
+      v.x.n == v.positions * row_stride) {
+    return row_stride;
+  }
+  return 0;
+}
+
 bool fits_in_32_bits(int64_t value) { return value <= std::numeric_limits<int32_t>::max(); }
+
+bool multiple_of_16(int64_t value) { return value % 16 == 0; }
+
+bool aligned_16(const void* pointer) { return reinterpret_cast<uintptr_t>(pointer) % 16 == 0; }
 
 // The largest element offset inside one sample, for strides that are never negative.
 int64_t largest_offset(const ChannelView& v, const ChannelStrides& strides) {
@@ -109,26 +128,48 @@ int64_t largest_offset(const ChannelView& v, const ChannelStrides& strides) {
          (v.inner_size - 1) * strides.inner;
 }
 
-// The kernel variant for a call, from the table the build generated: the layout flavour
-// (contiguous positions shared by x and out, else the general strided view) and offset width
-// the view allows, then the single-pass tile with the smallest BLOCK_C that holds C, else the
-// two-pass tile.
-const Variant& choose_variant(at::ScalarType dtype, const ChannelView& v) {
-  const char* dtype_name = triton_dtype(dtype);
+// How the kernel walks the view: which constexprs its variant must have, and for the
+// channels_last flavour the stride between the rows of C channels it treats as one sample.
+struct Flavour {
+  int64_t contiguous, channels_last, aligned, index_bits;
+};
+
+// The flavours a call can run as, fastest first: the specialised layouts (16-byte aligned where
+// x, out, and the strides allow it), then the general strided view at 32 and at 64 bits.
+c10::SmallVector<Flavour, 5> flavours_for(const at::Tensor& x, const at::Tensor& out,
+                                         const ChannelView& v) {
+  c10::SmallVector<Flavour, 5> flavours;
+  const bool pointers_aligned = aligned_16(x.const_data_ptr()) && aligned_16(out.const_data_ptr());
   const bool small = fits_in_32_bits(v.positions) && fits_in_32_bits(largest_offset(v, v.x)) &&
                      fits_in_32_bits(largest_offset(v, v.out));
   const bool contiguous = v.inner_size == v.positions && v.x.inner == 1 && v.out.inner == 1 &&
                           v.x.c == v.out.c;
-  struct Flavour {
-    int64_t contiguous, index_bits;
-  };
-  c10::SmallVector<Flavour, 3> flavours;
-  if (small && contiguous) flavours.push_back({1, 32});
-  if (small) flavours.push_back({0, 32});
-  flavours.push_back({0, 64});
+  const int64_t row_stride = channels_last_row_stride(v);
+  if (small && contiguous) {
+    if (pointers_aligned && multiple_of_16(v.positions) && multiple_of_16(v.x.n) &&
+        multiple_of_16(v.x.c) && multiple_of_16(v.out.n)) {
+      flavours.push_back({1, 0, 1, 32});
+    }
+    flavours.push_back({1, 0, 0, 32});
+  } else if (row_stride > 0 && fits_in_32_bits(v.batch * v.positions * row_stride)) {
+    if (pointers_aligned && multiple_of_16(v.channels) && multiple_of_16(row_stride)) {
+      flavours.push_back({0, 1, 1, 32});
+    }
+    flavours.push_back({0, 1, 0, 32});
+  }
+  if (small) flavours.push_back({0, 0, 0, 32});
+  flavours.push_back({0, 0, 0, 64});
+  return flavours;
+}
 
+// The kernel variant for a call, from the table the build generated (its tiles measured by
+// benchmarks/tune_softmax_bias_sigmoid.py): in the first flavour that has one, the single-pass
+// tile with the smallest BLOCK_C that holds C, else the flavour's two-pass tile.
+std::pair<const Variant*, Flavour> choose_variant(const at::Tensor& x, const at::Tensor& out,
+                                                  const ChannelView& v) {
+  const char* dtype_name = triton_dtype(x.scalar_type());
   const KernelTable& table = kernel_table();
-  for (const Flavour& flavour : flavours) {
+  for (const Flavour& flavour : flavours_for(x, out, v)) {
     const Variant* single = nullptr;
     const Variant* two_pass = nullptr;
     for (size_t i = 0; i < table.size; ++i) {
@@ -136,6 +177,8 @@ const Variant& choose_variant(at::ScalarType dtype, const ChannelView& v) {
       if (std::strcmp(candidate.kernel, "softmax_bias_sigmoid") != 0 ||
           std::strcmp(candidate.dtype, dtype_name) != 0 ||
           candidate.constexpr_value("CONTIGUOUS") != flavour.contiguous ||
+          candidate.constexpr_value("CHANNELS_LAST") != flavour.channels_last ||
+          candidate.constexpr_value("ALIGNED") != flavour.aligned ||
           candidate.constexpr_value("INDEX_BITS") != flavour.index_bits) {
         continue;
       }
@@ -147,7 +190,7 @@ const Variant& choose_variant(at::ScalarType dtype, const ChannelView& v) {
         single = &candidate;
       }
     }
-    if (single || two_pass) return single ? *single : *two_pass;
+    if (single || two_pass) return {single ? single : two_pass, flavour};
   }
   TORCH_CHECK(false, kOp, ": this build has no ", dtype_name, " kernel for C = ", v.channels);
 }
@@ -156,21 +199,26 @@ at::Tensor softmax_bias_sigmoid_cuda(const at::Tensor& x, const at::Tensor& bias
   const c10::cuda::CUDAGuard guard(x.device());
   return with_channel_view(x, bias, [&](const at::Tensor& input, const at::Tensor& bias_flat,
                                         at::Tensor& out, const ChannelView& v) {
-    const Variant& variant = choose_variant(input.scalar_type(), v);
-    const int64_t block_s = variant.constexpr_value("BLOCK_S");
-    const int64_t position_blocks = (v.positions + block_s - 1) / block_s;
-    const int64_t programs = v.batch * position_blocks;
+    const auto [variant, flavour] = choose_variant(input, out, v);
+    const int64_t block_s = variant->constexpr_value("BLOCK_S");
+    // channels_last runs all N * S rows as one sample.
+    const int64_t batch = flavour.channels_last ? 1 : v.batch;
+    const int64_t positions = flavour.channels_last ? v.batch * v.positions : v.positions;
+    const int64_t inner_size = flavour.channels_last ? positions : v.inner_size;
+    const int64_t x_inner = flavour.channels_last ? channels_last_row_stride(v) : v.x.inner;
+    const int64_t position_blocks = (positions + block_s - 1) / block_s;
+    const int64_t programs = batch * position_blocks;
     TORCH_CHECK(programs <= std::numeric_limits<int32_t>::max(), kOp, ": x of shape ",
                 input.sizes(), " needs ", programs, " programs, more than one launch can hold");
-    LaunchArgs args(variant);
+    LaunchArgs args(*variant);
     args.pointer(input.const_data_ptr())
         .pointer(bias_flat.const_data_ptr())
         .pointer(out.mutable_data_ptr())
         .integer(v.channels)
-        .integer(v.positions)
-        .integer(v.inner_size)
+        .integer(positions)
+        .integer(inner_size)
         .integer(position_blocks)
-        .integer(v.x.n).integer(v.x.c).integer(v.x.outer).integer(v.x.inner)
+        .integer(v.x.n).integer(v.x.c).integer(v.x.outer).integer(x_inner)
         .integer(v.out.n).integer(v.out.c).integer(v.out.outer).integer(v.out.inner)
         .f32(static_cast<float>(scale));
     launch(args, static_cast<uint32_t>(programs), input.get_device(),
