@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "ops/softmax_bias_sigmoid.h"
@@ -65,7 +66,8 @@ void run(const at::Tensor& x, const at::Tensor& bias, double scale, const Channe
   scalar_t* out_data = out.mutable_data_ptr<scalar_t>();
   const int64_t channels = v.channels;
   const int64_t blocks_per_sample = (v.positions + kBlock - 1) / kBlock;
-  const acc_t scale_acc = static_cast<acc_t>(scale);
+  const acc_t scale_acc =
+      std::is_same<acc_t, double>::value ? static_cast<acc_t>(scale) : scale_as_float(scale);
   // Each task touches all C channels of its positions: grain by bytes, not by blocks.
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, channels * kBlock));
 

@@ -7,6 +7,8 @@
 #include <c10/util/SmallVector.h>
 #include <torch/library.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <limits>
 #include <utility>
@@ -196,9 +198,11 @@ std::pair<const Variant*, Flavour> choose_variant(const at::Tensor& x, const at:
 }
 
 at::Tensor softmax_bias_sigmoid_cuda(const at::Tensor& x, const at::Tensor& bias, double scale) {
-  const c10::cuda::CUDAGuard guard(x.device());
   return with_channel_view(x, bias, [&](const at::Tensor& input, const at::Tensor& bias_flat,
                                         at::Tensor& out, const ChannelView& v) {
+    // Taken after the checks: with bias on CUDA this kernel also sees an x on the CPU, which
+    // must get the named device error rather than fail in the guard.
+    const c10::cuda::CUDAGuard guard(input.device());
     const auto [variant, flavour] = choose_variant(input, out, v);
     const int64_t block_s = variant->constexpr_value("BLOCK_S");
     // channels_last runs all N * S rows as one sample.
@@ -220,7 +224,7 @@ at::Tensor softmax_bias_sigmoid_cuda(const at::Tensor& x, const at::Tensor& bias
         .integer(position_blocks)
         .integer(v.x.n).integer(v.x.c).integer(v.x.outer).integer(x_inner)
         .integer(v.out.n).integer(v.out.c).integer(v.out.outer).integer(v.out.inner)
-        .f32(static_cast<float>(scale));
+        .f32(scale_as_float(scale));
     launch(args, static_cast<uint32_t>(programs), input.get_device(),
            c10::cuda::getCurrentCUDAStream(input.get_device()).stream());
   });
@@ -229,6 +233,11 @@ at::Tensor softmax_bias_sigmoid_cuda(const at::Tensor& x, const at::Tensor& bias
 #endif  // FUSED_OPS_WITH_CUDA
 
 }  // namespace
+
+float scale_as_float(double scale) {
+  constexpr double kLargest = std::numeric_limits<float>::max();
+  return static_cast<float>(std::isfinite(scale) ? std::clamp(scale, -kLargest, kLargest) : scale);
+}
 
 bool channel_view(const at::Tensor& x, const at::Tensor& out, ChannelView& view) {
   struct Group {
@@ -275,6 +284,14 @@ TORCH_LIBRARY_IMPL(fused, SparseCPU, m) {
 }
 
 TORCH_LIBRARY_IMPL(fused, SparseCsrCPU, m) {
+  m.impl("softmax_bias_sigmoid", &softmax_bias_sigmoid_unsupported_layout);
+}
+
+TORCH_LIBRARY_IMPL(fused, SparseMeta, m) {
+  m.impl("softmax_bias_sigmoid", &softmax_bias_sigmoid_unsupported_layout);
+}
+
+TORCH_LIBRARY_IMPL(fused, SparseCsrMeta, m) {
   m.impl("softmax_bias_sigmoid", &softmax_bias_sigmoid_unsupported_layout);
 }
 

@@ -29,6 +29,11 @@ struct ChannelView {
 // (for instance a 5-D tensor sliced in two spatial dims); make x contiguous then.
 bool channel_view(const at::Tensor& x, const at::Tensor& out, ChannelView& view);
 
+// The scale as the float that the fp32 math multiplies by. A finite scale beyond float's range
+// saturates to +-FLT_MAX instead of becoming +-inf, so that (p + bias) * scale stays 0 where
+// p + bias is 0, as in the float64 reference (inf * 0 would be NaN); inf and NaN stay as given.
+float scale_as_float(double scale);
+
 // The CPU kernel: writes out (same shape as x, any strides) from x and a contiguous bias of
 // C values, all of x's dtype.
 void softmax_bias_sigmoid_cpu_kernel(const at::Tensor& x, const at::Tensor& bias, double scale,

@@ -1,0 +1,94 @@
+"""The GPU cases that .ci/sanitize runs under compute-sanitizer (memcheck, racecheck, initcheck):
+edge shapes, layouts and dtypes, each checked against the float64 reference too, so a clean
+sanitizer report also means right answers. Not a pytest module; run it directly:
+
+    python tests/sanitizer_cases.py [--list] [NAME_SUBSTRING ...]
+
+CASES is a list of (name, callable); a new op or a backward adds its callables to it. Inputs
+are made on the CPU and copied over, so that the sanitized kernels are ours, not torch's.
+Exits with 1 if any case fails.
+"""
+import sys
+import traceback
+
+import torch
+
+import fused_ops  # noqa: F401  (registers torch.ops.fused)
+from conftest import assert_matches_reference
+
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+SHAPES = [
+    (2, 1, 5, 5),        # C = 1
+    (3, 7, 9, 11),       # C not a power of 2, odd spatial sizes
+    (2, 3, 1, 1),        # 1x1 spatial
+    (2, 128, 17, 19),    # the workload's C
+    (2, 1025, 3, 5),     # just past the widest single-pass tile: two-pass
+    (1, 4100, 2, 3),     # two-pass with a partial last chunk
+    (1, 16, 2049),       # rank 3, a partial last block of positions
+    (5, 1000),           # rank 2
+    (2, 3, 4, 5, 6),     # rank 5
+]
+
+
+def layouts(x):
+    """Contiguous, channels_last, strided views, a misaligned data pointer and the layout that
+    runs on a contiguous copy; all made on the CPU, where a copy is no kernel launch."""
+    yield "contiguous", x
+    if x.dim() == 4:
+        yield "channels_last", x.to(memory_format=torch.channels_last)
+    if x.dim() >= 3:
+        yield "every_other_position", torch.cat([x, x], dim=-1)[..., ::2]
+    yield "misaligned", torch.empty(x.numel() + 1, dtype=x.dtype)[1:].view(x.shape).copy_(x)
+    if x.dim() == 5:
+        yield "three_spatial_groups", torch.cat([x, x], dim=2).permute(0, 1, 3, 4, 2)[:, :, ::2, :, ::2]
+
+
+def to_cuda(t):
+    """t on the GPU with the same strides and storage offset (a plain host-to-device copy)."""
+    storage = torch.empty(0, dtype=t.dtype).set_(t.untyped_storage()).cuda()
+    return storage.as_strided(t.shape, t.stride(), t.storage_offset())
+
+
+def forward_case(shape, dtype, layout, scale=-1.5):
+    def run():
+        generator = torch.Generator().manual_seed(0)
+        x = (torch.randn(shape, dtype=torch.float64, generator=generator) * 3).to(dtype)
+        view = dict(layouts(x))[layout]
+        bias = torch.randn(shape[1], dtype=torch.float64, generator=generator).to(dtype)
+        out = torch.ops.fused.softmax_bias_sigmoid(to_cuda(view), bias.cuda(), scale)
+        # A dense output comes back by a plain copy, which initcheck watches: an element the
+        # kernel never wrote is reported as an uninitialized read.
+        assert_matches_reference(out.cpu(), view, bias, scale)
+    return run
+
+
+def forward_cases():
+    for shape in SHAPES:
+        for dtype in DTYPES:
+            for layout, _ in layouts(torch.empty(shape)):
+                name = f"softmax_bias_sigmoid {shape} {str(dtype).removeprefix('torch.')} {layout}"
+                yield name, forward_case(shape, dtype, layout)
+
+
+CASES = [*forward_cases()]
+
+
+def main(argv):
+    if "--list" in argv:
+        print("\n".join(name for name, _ in CASES))
+        return 0
+    wanted = [arg for arg in argv if not arg.startswith("-")]
+    selected = [(name, run) for name, run in CASES if not wanted or any(w in name for w in wanted)]
+    failures = []
+    for name, run in selected:
+        try:
+            run()
+        except Exception:
+            failures.append(name)
+            print(f"FAILED {name}\n{traceback.format_exc()}", flush=True)
+    print(f"sanitizer cases: {len(selected) - len(failures)} of {len(selected)} right", flush=True)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
