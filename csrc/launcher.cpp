@@ -259,10 +259,14 @@ void launch(const LaunchArgs& args, uint32_t grid_x, int device, cudaStream_t st
         "launching", variant, image);
 }
 
+const Image& image_for(const Variant& variant, int device) {
+  return *select_image(variant, device);
+}
+
 std::string image_for_device(const Variant& variant, int device) {
-  const Image* image = select_image(variant, device);
-  return "sm_" + std::to_string(image->arch) +
-         (image->format == ImageFormat::Cubin ? " cubin" : " PTX (JIT)");
+  const Image& image = image_for(variant, device);
+  return "sm_" + std::to_string(image.arch) +
+         (image.format == ImageFormat::Cubin ? " cubin" : " PTX (JIT)");
 }
 
 }  // namespace fused_ops

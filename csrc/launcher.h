@@ -44,6 +44,9 @@ class LaunchArgs {
 // must be the current device, and `stream`.
 void launch(const LaunchArgs& args, uint32_t grid_x, int device, cudaStream_t stream);
 
+// The image `variant` runs from on `device` (FUSED_OPS_ARCH honoured); an error if none runs there.
+const Image& image_for(const Variant& variant, int device);
+
 // The image `variant` runs from on `device`, e.g. "sm_90 cubin" or "sm_89 PTX (JIT)".
 std::string image_for_device(const Variant& variant, int device);
 

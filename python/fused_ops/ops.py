@@ -21,6 +21,25 @@ def softmax_bias_sigmoid(x: torch.Tensor, bias: torch.Tensor, scale: float) -> t
     return torch.ops.fused.softmax_bias_sigmoid(x, bias, float(scale))
 
 
+def conv_transpose2d_softmax_bias_sigmoid(x: torch.Tensor, weight: torch.Tensor,
+                                          conv_bias: torch.Tensor | None, bias: torch.Tensor,
+                                          stride: int | tuple[int, int], padding: int | tuple[int, int],
+                                          output_padding: int | tuple[int, int],
+                                          scale: float) -> torch.Tensor:
+    """``sigmoid((softmax(conv_transpose2d(x, weight, conv_bias, stride, padding, output_padding),
+    dim=1) + bias) * scale)``, dilation 1, groups 1.
+
+    x: (N, C_in, H, W); weight: (C_in, C_out, kH, kW); conv_bias (optional) and bias: C_out values;
+    all of one dtype and device. On CUDA, float32 runs as one kernel with a TF32 convolution (as
+    PyTorch's own does by default) where C_out <= 128; elsewhere, and on the CPU, as ATen's
+    convolution followed by the fused tail. Returns a contiguous (N, C_out, H_out, W_out) tensor.
+    Not differentiable: use the convolution and :func:`softmax_bias_sigmoid` for training.
+    """
+    pair = torch.nn.modules.utils._pair
+    return torch.ops.fused.conv_transpose2d_softmax_bias_sigmoid(
+        x, weight, conv_bias, bias, pair(stride), pair(padding), pair(output_padding), float(scale))
+
+
 def _softmax_bias_sigmoid_setup_context(ctx, inputs, output):
     x, bias, scale = inputs
     ctx.scale = scale

@@ -1,0 +1,290 @@
+// fused::conv_transpose2d_softmax_bias_sigmoid(x, weight, conv_bias, bias, stride, padding,
+// output_padding, scale):
+//   sigmoid((softmax(conv_transpose2d(x, weight, conv_bias, stride, padding, output_padding),
+//            dim=1) + bias) * scale), dilation 1, groups 1.
+//
+// CUDA runs it as one ahead-of-time compiled Triton kernel (the convolution's output never
+// reaches memory) where that kernel applies: float32 with TF32 allowed for convolutions
+// (torch.backends.cudnn.allow_tf32, PyTorch's default), C_out <= the widest channel tile built
+// (128), and 32-bit offsets within one sample. Elsewhere, and on the CPU, it runs ATen's
+// convolution followed by fused::softmax_bias_sigmoid. Either way the output is a contiguous
+// NCHW tensor of x's dtype.
+
+#include <ATen/ATen.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <limits>
+#include <optional>
+#include <vector>
+
+#ifdef FUSED_OPS_WITH_CUDA
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include <cstring>
+
+#include "kernel_table.h"
+#include "launcher.h"
+#endif
+
+namespace fused_ops {
+namespace {
+
+constexpr const char* kOp = "fused::conv_transpose2d_softmax_bias_sigmoid";
+
+// Symbolic-shape safe (the Meta kernel runs it under torch.compile); returns the output shape.
+std::vector<c10::SymInt> check_inputs(const at::Tensor& x, const at::Tensor& weight,
+                                      const std::optional<at::Tensor>& conv_bias,
+                                      const at::Tensor& bias, at::IntArrayRef stride,
+                                      at::IntArrayRef padding, at::IntArrayRef output_padding) {
+  TORCH_CHECK(x.layout() == at::kStrided && weight.layout() == at::kStrided &&
+                  bias.layout() == at::kStrided &&
+                  (!conv_bias || conv_bias->layout() == at::kStrided),
+              kOp, ": x, weight, conv_bias and bias must be dense (strided) tensors");
+  TORCH_CHECK(x.dim() == 4, kOp, ": x must have shape (N, C_in, H, W); got ", x.dim(),
+              "-D shape ", x.sym_sizes());
+  TORCH_CHECK(weight.dim() == 4, kOp,
+              ": weight must have shape (C_in, C_out, kH, kW) (ConvTranspose2d's layout); got ",
+              weight.dim(), "-D shape ", weight.sym_sizes());
+  TORCH_CHECK(weight.sym_size(0) == x.sym_size(1), kOp, ": weight has shape ", weight.sym_sizes(),
+              ", so x needs ", weight.sym_size(0), " channels (dimension 1); x has shape ",
+              x.sym_sizes());
+  const at::ScalarType dtype = x.scalar_type();
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16 ||
+                  dtype == at::kDouble,
+              kOp, ": x must be float32, float16 or bfloat16 (or float64 on the CPU); got ",
+              dtype);
+  const c10::SymInt out_channels = weight.sym_size(1);
+  auto check_dtype_and_device = [&](const at::Tensor& t, const char* name) {
+    TORCH_CHECK(t.scalar_type() == dtype, kOp, ": ", name, " must have the dtype of x (", dtype,
+                "); got ", t.scalar_type());
+    TORCH_CHECK(t.device() == x.device(), kOp, ": x is on ", x.device(), " but ", name, " is on ",
+                t.device(), "; all tensors must be on the same device");
+  };
+  auto check_per_channel = [&](const at::Tensor& t, const char* name) {
+    check_dtype_and_device(t, name);
+    TORCH_CHECK(t.sym_numel() == out_channels, kOp, ": ", name,
+                " must hold one value per output channel: weight has shape ", weight.sym_sizes(),
+                " (C_out = ", out_channels, ") but ", name, " has shape ", t.sym_sizes());
+  };
+  check_dtype_and_device(weight, "weight");
+  if (conv_bias) check_per_channel(*conv_bias, "conv_bias");
+  check_per_channel(bias, "bias");
+  TORCH_CHECK(stride.size() == 2 && padding.size() == 2 && output_padding.size() == 2, kOp,
+              ": stride, padding and output_padding take 2 values (height, width)");
+  std::vector<c10::SymInt> shape{x.sym_size(0), out_channels};
+  for (int d = 0; d < 2; ++d) {
+    TORCH_CHECK(stride[d] >= 1, kOp, ": stride must be positive; got ", stride);
+    TORCH_CHECK(padding[d] >= 0, kOp, ": padding must not be negative; got ", padding);
+    TORCH_CHECK(output_padding[d] >= 0 && output_padding[d] < stride[d], kOp,
+                ": output_padding must be non-negative and smaller than stride (dilation is 1); "
+                "got output_padding ", output_padding, " with stride ", stride);
+    const c10::SymInt size = (x.sym_size(2 + d) - 1) * stride[d] - 2 * padding[d] +
+                             weight.sym_size(2 + d) + output_padding[d];
+    TORCH_CHECK(size > 0, kOp, ": the output would have size ", size, " in dimension ", 2 + d,
+                " (x ", x.sym_sizes(), ", weight ", weight.sym_sizes(), ", stride ", stride,
+                ", padding ", padding, ", output_padding ", output_padding, ")");
+    shape.push_back(size);
+  }
+  return shape;
+}
+
+at::Tensor conv_transpose2d_softmax_bias_sigmoid_meta(
+    const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& conv_bias,
+    const at::Tensor& bias, at::IntArrayRef stride, at::IntArrayRef padding,
+    at::IntArrayRef output_padding, double scale) {
+  const auto shape = check_inputs(x, weight, conv_bias, bias, stride, padding, output_padding);
+  return at::empty_symint(shape, x.options());
+}
+
+// ATen's convolution, then the fused softmax tail (through the dispatcher, so either backend).
+at::Tensor unfused(const at::Tensor& x, const at::Tensor& weight,
+                   const std::optional<at::Tensor>& conv_bias, const at::Tensor& bias,
+                   at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef output_padding,
+                   double scale) {
+  static const auto tail =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("fused::softmax_bias_sigmoid", "")
+          .typed<at::Tensor(const at::Tensor&, const at::Tensor&, double)>();
+  const at::Tensor y = at::conv_transpose2d(x.contiguous(), weight, conv_bias, stride, padding,
+                                            output_padding, /*groups=*/1, /*dilation=*/1);
+  return tail.call(y, bias, scale).contiguous();
+}
+
+at::Tensor conv_transpose2d_softmax_bias_sigmoid_cpu(
+    const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& conv_bias,
+    const at::Tensor& bias, at::IntArrayRef stride, at::IntArrayRef padding,
+    at::IntArrayRef output_padding, double scale) {
+  check_inputs(x, weight, conv_bias, bias, stride, padding, output_padding);
+  return unfused(x, weight, conv_bias, bias, stride, padding, output_padding, scale);
+}
+
+// Sparse and other non-strided inputs reach the op through their own dispatch keys; they get
+// the same named error as every other invalid input.
+at::Tensor conv_transpose2d_softmax_bias_sigmoid_unsupported_layout(
+    const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& conv_bias,
+    const at::Tensor& bias, at::IntArrayRef stride, at::IntArrayRef padding,
+    at::IntArrayRef output_padding, double scale) {
+  check_inputs(x, weight, conv_bias, bias, stride, padding, output_padding);
+  TORCH_INTERNAL_ASSERT(false, "unreachable: check_inputs accepts only strided tensors");
+}
+
+#ifdef FUSED_OPS_WITH_CUDA
+
+constexpr const char* kKernel = "conv_transpose2d_softmax_bias_sigmoid";
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// The first variant of the tiling (table order) whose channel tile holds C_out and whose image
+// on this device fits its shared memory per block; nullptr if none does.
+const Variant* choose_variant(bool paired, int64_t out_channels, int device) {
+  int shared_limit = 0;
+  C10_CUDA_CHECK(
+      cudaDeviceGetAttribute(&shared_limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  const KernelTable& table = kernel_table();
+  for (size_t i = 0; i < table.size; ++i) {
+    const Variant& candidate = table.variants[i];
+    if (std::strcmp(candidate.kernel, kKernel) == 0 &&
+        candidate.constexpr_value("PAIRED") == static_cast<int64_t>(paired) &&
+        candidate.constexpr_value("BLOCK_N") >= out_channels &&
+        image_for(candidate, device).shared_bytes <= shared_limit) {
+      return &candidate;
+    }
+  }
+  return nullptr;
+}
+
+// The weight rearranged for the kernel: [phase (r_h, r_w)][C_out][tap (t_h, t_w)][C_in], where
+// kernel row kh = r_h + stride_h * t_h (zero beyond the kernel), and likewise for columns.
+at::Tensor phase_weight(const at::Tensor& weight, int64_t taps_h, int64_t taps_w,
+                        at::IntArrayRef stride) {
+  const int64_t pad_h = taps_h * stride[0] - weight.size(2);
+  const int64_t pad_w = taps_w * stride[1] - weight.size(3);
+  return at::constant_pad_nd(weight, {0, pad_w, 0, pad_h})
+      .view({weight.size(0), weight.size(1), taps_h, stride[0], taps_w, stride[1]})
+      .permute({3, 5, 1, 2, 4, 0})
+      .contiguous();
+}
+
+at::Tensor conv_transpose2d_softmax_bias_sigmoid_cuda(
+    const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& conv_bias,
+    const at::Tensor& bias, at::IntArrayRef stride, at::IntArrayRef padding,
+    at::IntArrayRef output_padding, double scale) {
+  const auto shape = check_inputs(x, weight, conv_bias, bias, stride, padding, output_padding);
+  TORCH_CHECK(x.scalar_type() != at::kDouble, kOp,
+              ": float64 is supported on the CPU only; on CUDA use float32, float16 or bfloat16");
+  const c10::cuda::CUDAGuard guard(x.device());
+  const int device = x.get_device();
+  const int64_t batch = x.size(0), in_channels = x.size(1), in_height = x.size(2),
+                in_width = x.size(3);
+  const int64_t out_channels = weight.size(1);
+  const int64_t out_height = shape[2].expect_int(), out_width = shape[3].expect_int();
+  const int64_t taps_h = ceil_div(weight.size(2), stride[0]);
+  const int64_t taps_w = ceil_div(weight.size(3), stride[1]);
+  constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
+  const bool offsets_fit = in_channels * in_height * in_width <= kInt32Max &&
+                           out_channels * out_height * out_width <= kInt32Max &&
+                           out_channels * taps_h * taps_w * in_channels <= kInt32Max;
+  // stride_w == 2: both column phases from one program, stored as contiguous rows; the last
+  // column of an odd-width output, and every other stride, go to the per-phase tiling.
+  const bool paired = stride[1] == 2;
+  const Variant* paired_variant =
+      paired ? choose_variant(true, out_channels, device) : nullptr;
+  const Variant* single_variant = choose_variant(false, out_channels, device);
+  // The kernel's convolution is TF32, as ATen's is unless TF32 is turned off for cuDNN.
+  const bool tf32 = at::globalContext().allowTF32CuDNN();
+  if (x.scalar_type() != at::kFloat || !tf32 || !offsets_fit || single_variant == nullptr ||
+      (paired && paired_variant == nullptr)) {
+    return unfused(x, weight, conv_bias, bias, stride, padding, output_padding, scale);
+  }
+
+  at::Tensor out = at::empty({batch, out_channels, out_height, out_width}, x.options());
+  if (out.numel() == 0) return out;
+  const at::Tensor input = x.contiguous();
+  const at::Tensor weights = phase_weight(weight, taps_h, taps_w, stride);
+  const at::Tensor conv_bias_flat =
+      conv_bias ? conv_bias->reshape({-1}).contiguous() : at::zeros({out_channels}, x.options());
+  const at::Tensor bias_flat = bias.reshape({-1}).contiguous();
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device).stream();
+
+  // Output columns [col_start, col_end) as `groups` groups of `tiles` tiles per sample.
+  auto run = [&](const Variant& variant, int64_t col_start, int64_t col_end, int64_t groups,
+                 int64_t tiles) {
+    const int64_t programs = batch * groups * tiles;
+    TORCH_CHECK(programs <= kInt32Max, kOp, ": x of shape ", x.sizes(), " needs ", programs,
+                " programs, more than one launch can hold");
+    LaunchArgs args(variant);
+    args.pointer(input.const_data_ptr())
+        .pointer(weights.const_data_ptr())
+        .pointer(conv_bias_flat.const_data_ptr())
+        .pointer(bias_flat.const_data_ptr())
+        .pointer(out.mutable_data_ptr())
+        .integer(in_channels).integer(in_height).integer(in_width)
+        .integer(out_channels).integer(out_height).integer(out_width)
+        .integer(stride[0]).integer(stride[1]).integer(padding[0]).integer(padding[1])
+        .integer(taps_h).integer(taps_w)
+        .integer(col_start).integer(col_end)
+        .integer(tiles).integer(groups * tiles)
+        .f32(static_cast<float>(scale));
+    launch(args, static_cast<uint32_t>(programs), device, stream);
+  };
+
+  int64_t col_start = 0;
+  if (paired) {
+    const int64_t pairs = out_width / 2;
+    if (pairs > 0) {
+      const int64_t block_m = paired_variant->constexpr_value("BLOCK_M");
+      run(*paired_variant, 0, 2 * pairs, out_height, ceil_div(pairs, block_m));
+    }
+    col_start = 2 * pairs;
+  }
+  if (col_start < out_width) {
+    // One group per phase, each with the tiles of its largest member.
+    int64_t most_positions = 0;
+    for (int64_t oh0 = 0; oh0 < stride[0]; ++oh0) {
+      for (int64_t ow0 = 0; ow0 < stride[1]; ++ow0) {
+        const int64_t rows = ceil_div(out_height - oh0, stride[0]);
+        const int64_t first_col = ow0 >= col_start ? 0 : ceil_div(col_start - ow0, stride[1]);
+        const int64_t cols = std::max<int64_t>(ceil_div(out_width - ow0, stride[1]) - first_col, 0);
+        most_positions = std::max(most_positions, rows * cols);
+      }
+    }
+    const int64_t block_m = single_variant->constexpr_value("BLOCK_M");
+    run(*single_variant, col_start, out_width, stride[0] * stride[1],
+        ceil_div(most_positions, block_m));
+  }
+  return out;
+}
+
+#endif  // FUSED_OPS_WITH_CUDA
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fused, Meta, m) {
+  m.impl("conv_transpose2d_softmax_bias_sigmoid", &conv_transpose2d_softmax_bias_sigmoid_meta);
+}
+
+TORCH_LIBRARY_IMPL(fused, CPU, m) {
+  m.impl("conv_transpose2d_softmax_bias_sigmoid", &conv_transpose2d_softmax_bias_sigmoid_cpu);
+}
+
+TORCH_LIBRARY_IMPL(fused, SparseCPU, m) {
+  m.impl("conv_transpose2d_softmax_bias_sigmoid",
+         &conv_transpose2d_softmax_bias_sigmoid_unsupported_layout);
+}
+
+#ifdef FUSED_OPS_WITH_CUDA
+TORCH_LIBRARY_IMPL(fused, CUDA, m) {
+  m.impl("conv_transpose2d_softmax_bias_sigmoid", &conv_transpose2d_softmax_bias_sigmoid_cuda);
+}
+
+TORCH_LIBRARY_IMPL(fused, SparseCUDA, m) {
+  m.impl("conv_transpose2d_softmax_bias_sigmoid",
+         &conv_transpose2d_softmax_bias_sigmoid_unsupported_layout);
+}
+#endif
+
+}  // namespace fused_ops

@@ -1,0 +1,266 @@
+"""fused::conv_transpose2d_softmax_bias_sigmoid against a float64 reference (ATen's transposed
+convolution in float64, then the softmax tail), on the CPU, on CUDA, and through ModelNew."""
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import fused_ops
+from conftest import poison_cuda_allocator
+
+op = torch.ops.fused.conv_transpose2d_softmax_bias_sigmoid.default
+REPO = Path(__file__).resolve().parents[1]
+
+# (batch, C_in, H, W, C_out, kernel, stride, padding, output_padding); an int means (v, v).
+WORKLOAD_CONFIG = (2, 64, 64, 64, 128, 4, 2, 1, 1)  # the workload's layer at batch 2
+CONFIGS = [
+    (2, 8, 9, 9, 16, 4, 2, 1, 1),                  # the workload's geometry: odd output width
+    (2, 5, 6, 8, 7, 4, 2, 1, 0),                   # even output width, C_out not a power of 2
+    (1, 3, 5, 7, 5, 3, 2, 1, 0),                   # kernel not a multiple of the stride
+    (1, 4, 4, 5, 6, (3, 5), (3, 2), (1, 2), (2, 1)),  # different strides, kernels, paddings per axis
+    (2, 3, 4, 4, 7, 2, 1, 0, 0),                   # stride 1
+    (1, 2, 3, 3, 4, 1, 2, 0, 1),                   # kernel smaller than the stride: some phases get no taps
+    (1, 3, 5, 5, 9, 4, 2, 3, 0),                   # padding wider than the kernel's reach
+]
+
+
+def pair(v):
+    return v if isinstance(v, tuple) else (v, v)
+
+
+def make_inputs(config, dtype=torch.float32, device="cpu", conv_bias=True, generator=None):
+    n, c_in, h, w, c_out, kernel, *_ = config
+    kh, kw = pair(kernel)
+    x = torch.rand(n, c_in, h, w, dtype=torch.float64, generator=generator)
+    bound = (c_out * kh * kw) ** -0.5  # ConvTranspose2d's default initialisation range
+    weight = (torch.rand(c_in, c_out, kh, kw, dtype=torch.float64, generator=generator) * 2 - 1) * bound
+    cb = (torch.rand(c_out, dtype=torch.float64, generator=generator) * 2 - 1) * bound if conv_bias else None
+    bias = torch.randn(c_out, 1, 1, dtype=torch.float64, generator=generator)
+    to = lambda t: None if t is None else t.to(device, dtype)  # noqa: E731
+    return to(x), to(weight), to(cb), to(bias)
+
+
+def geometry(config):
+    return tuple(pair(v) for v in config[6:9])
+
+
+def reference(x, weight, conv_bias, bias, stride, padding, output_padding, scale, device="cpu"):
+    """The op's definition in float64, from plain ATen ops."""
+    as64 = lambda t: None if t is None else t.detach().to(device, torch.float64)  # noqa: E731
+    y = F.conv_transpose2d(as64(x), as64(weight), as64(conv_bias), stride, padding, output_padding)
+    return torch.sigmoid((torch.softmax(y, dim=1) + as64(bias).reshape(1, -1, 1, 1)) * scale)
+
+
+def max_error(out, expected):
+    assert not out.isnan().any(), "output has NaN where the reference has none"
+    return (out.to(expected.device, torch.float64) - expected).abs().max().item()
+
+
+def test_schema():
+    assert str(op._schema) == (
+        "fused::conv_transpose2d_softmax_bias_sigmoid(Tensor x, Tensor weight, Tensor? conv_bias, "
+        "Tensor bias, int[2] stride, int[2] padding, int[2] output_padding, float scale) -> Tensor")
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=str)
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-5), (torch.float64, 1e-12)])
+def test_cpu_matches_reference(config, dtype, tolerance):
+    x, weight, cb, bias = make_inputs(config, dtype)
+    out = fused_ops.conv_transpose2d_softmax_bias_sigmoid(x, weight, cb, bias, *geometry(config), -1.5)
+    expected = reference(x, weight, cb, bias, *geometry(config), -1.5)
+    assert out.shape == expected.shape and out.dtype == dtype and out.is_contiguous()
+    assert max_error(out, expected) <= tolerance
+
+
+def test_cpu_without_conv_bias_and_with_channels_last_input():
+    config = CONFIGS[0]
+    x, weight, _, bias = make_inputs(config)
+    x = x.to(memory_format=torch.channels_last)
+    out = op(x, weight, None, bias, *geometry(config), 2.0)
+    assert out.is_contiguous()
+    assert max_error(out, reference(x, weight, None, bias, *geometry(config), 2.0)) <= 1e-5
+
+
+def test_meta_shapes_match_cpu():
+    for config in CONFIGS:
+        x, weight, cb, bias = make_inputs(config)
+        expected = op(x, weight, cb, bias, *geometry(config), 2.0)
+        meta = op(*(t.to("meta") for t in (x, weight, cb, bias)), *geometry(config), 2.0)
+        assert meta.device.type == "meta" and meta.shape == expected.shape
+        assert meta.stride() == expected.stride() and meta.dtype == expected.dtype
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_opcheck(device):
+    config = CONFIGS[0]
+    x, weight, cb, bias = make_inputs(config, device=device)
+    torch.library.opcheck(op, (x, weight, cb, bias, *geometry(config), 2.0))
+    torch.library.opcheck(op, (x, weight, None, bias.flatten(), [1, 1], [0, 0], [0, 0], -1.0))
+
+
+def invalid_cases():
+    x, w, cb, b = make_inputs(CONFIGS[0])
+    good = dict(x=x, weight=w, conv_bias=cb, bias=b, stride=[2, 2], padding=[1, 1], output_padding=[1, 1])
+    yield dict(good, x=x[0]), r"x must have shape \(N, C_in, H, W\); got 3-D"
+    yield dict(good, weight=w[..., 0]), r"weight must have shape \(C_in, C_out, kH, kW\)"
+    yield dict(good, weight=w[:4]), r"x needs 4 channels .* x has shape \[2, 8, 9, 9\]"
+    yield dict(good, bias=b[:5]), r"bias must hold one value per output channel: .*\(C_out = 16\) but bias has shape \[5, 1, 1\]"
+    yield dict(good, conv_bias=cb[:3]), r"conv_bias must hold one value per output channel"
+    yield dict(good, x=x.double()), r"weight must have the dtype of x \(Double\); got Float"
+    yield dict(good, bias=b.half()), r"bias must have the dtype of x \(Float\); got Half"
+    yield dict(good, x=x.long(), weight=w.long(), conv_bias=cb.long(), bias=b.long()), "got Long"
+    yield dict(good, stride=[0, 2]), "stride must be positive"
+    yield dict(good, padding=[-1, 1]), "padding must not be negative"
+    yield dict(good, output_padding=[2, 1]), "output_padding must be non-negative and smaller than stride"
+    yield dict(good, padding=[20, 1]), r"the output would have size -19 in dimension 2"
+    yield dict(good, x=x.to_sparse()), "dense"
+
+
+@pytest.mark.parametrize("case", range(13))
+def test_invalid_inputs_name_the_problem(case):
+    kwargs, message = list(invalid_cases())[case]
+    with pytest.raises(RuntimeError, match=message):
+        op(*kwargs.values(), 2.0)
+    if kwargs["x"].layout == torch.strided:
+        with pytest.raises(RuntimeError, match=message):  # the Meta kernel checks alike
+            op(*(v.to("meta") if isinstance(v, torch.Tensor) else v for v in kwargs.values()), 2.0)
+
+
+def test_triton_kernel_math_in_the_interpreter():
+    """The Triton kernel itself, run by Triton's CPU interpreter through the benchmark's JIT
+    launcher (the same tilings and grids as the C++ launcher), on tiny shapes of every tiling."""
+    if importlib.util.find_spec("triton") is None:
+        pytest.skip("triton is not installed")
+    script = (
+        "import sys, torch\n"
+        "sys.path.insert(0, 'benchmarks'); sys.path.insert(0, 'tests')\n"
+        "import bench_conv_transpose2d_softmax_bias_sigmoid as bench\n"
+        "from test_conv_transpose2d_softmax_bias_sigmoid import CONFIGS, make_inputs, geometry, reference, max_error\n"
+        "tiny = dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=16, num_warps=4, num_stages=1)\n"
+        "g = torch.Generator().manual_seed(0)\n"
+        "for config in CONFIGS:\n"
+        "    x, w, cb, b = make_inputs(config, generator=g)\n"
+        "    for cbias in (cb, None):\n"
+        "        out = bench.jit_forward(x, w, cbias, b, *geometry(config), -1.5, paired=tiny, single=tiny)\n"
+        "        error = max_error(out, reference(x, w, cbias, b, *geometry(config), -1.5))\n"
+        "        assert error < 1e-5, (config, error)\n"
+        "print('ok')\n"
+    )
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True)
+    assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-3000:]
+
+
+# --- CUDA ------------------------------------------------------------------------------
+# The fused kernel's convolution is TF32, like PyTorch's default; 1e-4 is KernelBench's tolerance.
+CUDA_TOLERANCE = 1e-4
+
+
+def check_cuda(config, conv_bias=True, scale=2.0, dtype=torch.float32, tolerance=CUDA_TOLERANCE):
+    x, weight, cb, bias = make_inputs(config, dtype, "cuda", conv_bias)
+    expected = reference(x, weight, cb, bias, *geometry(config), scale, device="cuda")
+    poison_cuda_allocator(expected.numel() * 4)
+    out = op(x, weight, cb, bias, *geometry(config), scale)
+    torch.cuda.synchronize()
+    assert out.shape == expected.shape and out.dtype == dtype and out.is_contiguous()
+    error = max_error(out, expected)
+    assert error <= tolerance, f"max abs error {error:.3g} > {tolerance:g}"
+
+
+@pytest.mark.cuda
+def test_cuda_workload_layer():
+    check_cuda(WORKLOAD_CONFIG)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("config", CONFIGS + [(3, 32, 17, 20, 128, 4, 2, 1, 1), (2, 70, 11, 13, 100, 3, 2, 0, 1),
+                                              (2, 16, 12, 12, 64, 4, 4, 0, 0), (1, 64, 33, 32, 128, 2, 2, 0, 0)],
+                         ids=str)
+def test_cuda_matches_reference(config):
+    check_cuda(config, scale=-1.5)
+
+
+@pytest.mark.cuda
+def test_cuda_without_conv_bias():
+    check_cuda((2, 16, 15, 15, 32, 4, 2, 1, 1), conv_bias=False)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("config, dtype, tolerance", [
+    ((2, 8, 9, 9, 200, 4, 2, 1, 1), torch.float32, CUDA_TOLERANCE),  # C_out beyond the widest tile
+    ((2, 8, 9, 9, 16, 4, 2, 1, 1), torch.float16, 2e-3),
+    ((2, 8, 9, 9, 16, 4, 2, 1, 1), torch.bfloat16, 1.6e-2),
+], ids=str)
+def test_cuda_configurations_outside_the_kernel_run_unfused(config, dtype, tolerance):
+    check_cuda(config, dtype=dtype, tolerance=tolerance)
+
+
+@pytest.mark.cuda
+def test_cuda_with_tf32_off_is_full_fp32():
+    previous = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        check_cuda(WORKLOAD_CONFIG, tolerance=2e-6)
+    finally:
+        torch.backends.cudnn.allow_tf32 = previous
+
+
+@pytest.mark.cuda
+def test_cuda_mixed_devices_name_the_problem():
+    x, weight, cb, bias = make_inputs(CONFIGS[0], device="cuda")
+    with pytest.raises(RuntimeError, match="x is on cuda:0 but bias is on cpu"):
+        op(x, weight, cb, bias.cpu(), *geometry(CONFIGS[0]), 2.0)
+
+
+@pytest.mark.cuda
+def test_cuda_runs_on_the_current_stream():
+    x, weight, cb, bias = make_inputs(WORKLOAD_CONFIG, device="cuda")
+    expected = reference(x, weight, cb, bias, *geometry(WORKLOAD_CONFIG), 2.0, device="cuda")
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        torch.cuda._sleep(10_000_000)  # a busy stream: a launch elsewhere would race ahead
+        out = op(x, weight, cb, bias, *geometry(WORKLOAD_CONFIG), 2.0)
+    stream.synchronize()
+    assert max_error(out, expected) <= CUDA_TOLERANCE
+
+
+# --- ModelNew ------------------------------------------------------------------------------
+
+MODEL_ARGS = (64, 128, 4, 2, 1, 1, (128, 1, 1), 2.0)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_model_new_inference_matches_reference(device):
+    torch.manual_seed(0)
+    model = fused_ops.Model(*MODEL_ARGS).double()
+    model_new = fused_ops.ModelNew(*MODEL_ARGS).to(device)
+    model_new.load_state_dict(model.state_dict())
+    x = torch.rand(2, 64, 16 if device == "cpu" else 64, 16 if device == "cpu" else 64, device=device)
+    with torch.no_grad():
+        out = model_new(x)
+        expected = model.to(device)(x.double())
+    assert max_error(out, expected) <= (1e-5 if device == "cpu" else CUDA_TOLERANCE)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_model_new_trains(device):
+    """With gradients wanted, ModelNew takes the differentiable path: same gradients as Model."""
+    torch.manual_seed(0)
+    args = (4, 8, 4, 2, 1, 1, (8, 1, 1), 2.0)
+    model, model_new = fused_ops.Model(*args).double().to(device), fused_ops.ModelNew(*args).to(device)
+    model_new.load_state_dict(model.state_dict())
+    x = torch.rand(2, 4, 5, 6, device=device)
+    grad = torch.randn(2, 8, 11, 13, device=device)
+    model_new(x).backward(grad)
+    model(x.double()).backward(grad.double())
+    relative = 1e-5 if device == "cpu" else 2e-3  # TF32 convolutions on CUDA
+    for name, parameter in model_new.named_parameters():
+        reference_grad = dict(model.named_parameters())[name].grad
+        assert parameter.grad is not None, name
+        error = (parameter.grad.double() - reference_grad).abs().max().item()
+        assert error <= relative * max(1.0, reference_grad.abs().max().item()), (name, error)
