@@ -1,5 +1,6 @@
 """fused::conv_transpose2d_softmax_bias_sigmoid against a float64 reference (ATen's transposed
 convolution in float64, then the softmax tail), on the CPU, on CUDA, and through ModelNew."""
+import importlib.metadata
 import importlib.util
 import os
 import subprocess
@@ -136,6 +137,11 @@ def test_triton_kernel_math_in_the_interpreter():
     launcher (the same tilings and grids as the C++ launcher), on tiny shapes of every tiling."""
     if importlib.util.find_spec("triton") is None:
         pytest.skip("triton is not installed")
+    triton_version = tuple(int(part) for part in importlib.metadata.version("triton").split(".")[:2])
+    if triton_version < (3, 8):
+        # Seen with triton 3.6 (the GPU machine's): its interpreter cannot loop to a bound
+        # computed from kernel arguments. CI runs this with 3.8; the GPU runs the kernel itself.
+        pytest.skip(f"triton {triton_version} interpreter cannot run this kernel's loop")
     script = (
         "import sys, torch\n"
         "sys.path.insert(0, 'benchmarks'); sys.path.insert(0, 'tests')\n"

@@ -52,10 +52,15 @@ def test_model_new_matches_model(device):
     model.load_state_dict(new.state_dict())
     x = torch.rand(3, 8, 9, 11, device=device)
     with torch.no_grad():
-        conv_output = new.conv_transpose(x)
         out = new(x)
+    conv = new.conv_transpose
+    conv_output = torch.nn.functional.conv_transpose2d(
+        x.double().cpu(), conv.weight.double().cpu(), conv.bias.double().cpu(), stride=2, padding=1, output_padding=1)
     expected = reference(conv_output, new.bias, 2.0)
-    assert (out.double().cpu() - expected).abs().max().item() < 2e-6
+    # On CUDA the convolution runs on TF32 tensor cores, as PyTorch's does by default; 1e-4 is
+    # KernelBench's fp32 tolerance. On the CPU it is plain fp32.
+    tolerance = 1e-4 if device == "cuda" else 2e-6
+    assert (out.double().cpu() - expected).abs().max().item() < tolerance
 
 
 @pytest.mark.parametrize("bias_shape", [(16,), (1, 16), (16, 1), (16, 2, 1), (2, 16, 1, 1)])

@@ -11,7 +11,11 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <map>
+#include <string>
+#include <tuple>
 #include <utility>
+#include <vector>
 
 #ifdef FUSED_OPS_WITH_CUDA
 #include <c10/cuda/CUDAGuard.h>
@@ -164,35 +168,62 @@ c10::SmallVector<Flavour, 5> flavours_for(const at::Tensor& x, const at::Tensor&
   return flavours;
 }
 
+// The variants of one (dtype, flavour): single-pass tiles by ascending BLOCK_C, and the
+// two-pass tile if there is one.
+struct FlavourVariants {
+  std::vector<const Variant*> single_pass;
+  const Variant* two_pass = nullptr;
+};
+
+using FlavourKey = std::tuple<std::string, int64_t, int64_t, int64_t, int64_t>;
+
+FlavourKey key_of(const char* dtype_name, const Flavour& f) {
+  return {dtype_name, f.contiguous, f.channels_last, f.aligned, f.index_bits};
+}
+
+// The build's table indexed once per process, so that a call's choice costs a map lookup
+// rather than a scan over every compiled variant (small tensors are launch-bound).
+const std::map<FlavourKey, FlavourVariants>& variants_by_flavour() {
+  static const std::map<FlavourKey, FlavourVariants> index = [] {
+    std::map<FlavourKey, FlavourVariants> built;
+    const KernelTable& table = kernel_table();
+    for (size_t i = 0; i < table.size; ++i) {
+      const Variant& v = table.variants[i];
+      if (std::strcmp(v.kernel, "softmax_bias_sigmoid") != 0) continue;
+      const Flavour flavour{v.constexpr_value("CONTIGUOUS"), v.constexpr_value("CHANNELS_LAST"),
+                            v.constexpr_value("ALIGNED"), v.constexpr_value("INDEX_BITS")};
+      FlavourVariants& entry = built[key_of(v.dtype, flavour)];
+      if (v.constexpr_value("SINGLE_PASS") == 0) {
+        entry.two_pass = &v;
+      } else {
+        entry.single_pass.push_back(&v);
+      }
+    }
+    for (auto& [key, entry] : built) {
+      std::sort(entry.single_pass.begin(), entry.single_pass.end(),
+                [](const Variant* a, const Variant* b) {
+                  return a->constexpr_value("BLOCK_C") < b->constexpr_value("BLOCK_C");
+                });
+    }
+    return built;
+  }();
+  return index;
+}
+
 // The kernel variant for a call, from the table the build generated (its tiles measured by
 // benchmarks/tune_softmax_bias_sigmoid.py): in the first flavour that has one, the single-pass
 // tile with the smallest BLOCK_C that holds C, else the flavour's two-pass tile.
 std::pair<const Variant*, Flavour> choose_variant(const at::Tensor& x, const at::Tensor& out,
                                                   const ChannelView& v) {
   const char* dtype_name = triton_dtype(x.scalar_type());
-  const KernelTable& table = kernel_table();
+  const auto& index = variants_by_flavour();
   for (const Flavour& flavour : flavours_for(x, out, v)) {
-    const Variant* single = nullptr;
-    const Variant* two_pass = nullptr;
-    for (size_t i = 0; i < table.size; ++i) {
-      const Variant& candidate = table.variants[i];
-      if (std::strcmp(candidate.kernel, "softmax_bias_sigmoid") != 0 ||
-          std::strcmp(candidate.dtype, dtype_name) != 0 ||
-          candidate.constexpr_value("CONTIGUOUS") != flavour.contiguous ||
-          candidate.constexpr_value("CHANNELS_LAST") != flavour.channels_last ||
-          candidate.constexpr_value("ALIGNED") != flavour.aligned ||
-          candidate.constexpr_value("INDEX_BITS") != flavour.index_bits) {
-        continue;
-      }
-      const int64_t block_c = candidate.constexpr_value("BLOCK_C");
-      if (candidate.constexpr_value("SINGLE_PASS") == 0) {
-        two_pass = &candidate;
-      } else if (block_c >= v.channels &&
-                 (single == nullptr || block_c < single->constexpr_value("BLOCK_C"))) {
-        single = &candidate;
-      }
+    const auto found = index.find(key_of(dtype_name, flavour));
+    if (found == index.end()) continue;
+    for (const Variant* candidate : found->second.single_pass) {
+      if (candidate->constexpr_value("BLOCK_C") >= v.channels) return {candidate, flavour};
     }
-    if (single || two_pass) return {single ? single : two_pass, flavour};
+    if (found->second.two_pass) return {found->second.two_pass, flavour};
   }
   TORCH_CHECK(false, kOp, ": this build has no ", dtype_name, " kernel for C = ", v.channels);
 }
