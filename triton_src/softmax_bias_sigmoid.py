@@ -37,7 +37,7 @@ SIGNATURE = {
     "out_stride_c": "i{INDEX_BITS}",
     "out_stride_outer": "i{INDEX_BITS}",
     "out_stride_inner": "i{INDEX_BITS}",
-    "scale": "fp32",
+    "scale": "{acc_dtype}",
 }
 
 DTYPES = ("fp32", "fp16", "bf16")
@@ -68,6 +68,12 @@ VARIANTS = (
     + [_variant(*tile, contiguous=False, index_bits=64) for tile in [(16, 64, 4), (128, 16, 4)]]
     + [_variant(32, 32, 4, single_pass=False, contiguous=False, index_bits=64)]
 )
+# float64 (gradcheck, reference work) on CUDA: correct everywhere rather than fast, so one
+# tile per layout flavour and the multi-pass tile where C is larger.
+VARIANTS += [dict(variant, dtypes=("fp64",)) for variant in (
+    _variant(128, 32, 4), _variant(32, 32, 4, single_pass=False),
+    _variant(32, 32, 4, single_pass=False, contiguous=False),
+    _variant(32, 32, 4, single_pass=False, contiguous=False, index_bits=64))]
 
 # exp(v) = exp2(v * log2(e)): exp2 is the hardware instruction.
 LOG2E = tl.constexpr(1.4426950408889634)
@@ -85,23 +91,53 @@ def _channel_max(x):
 
 
 @triton.jit
+def _to_compute(x):
+    """The type the math runs in: fp64 for fp64, else fp32 (as at::opmath_type)."""
+    if x.dtype != tl.float64:
+        x = x.to(tl.float32)
+    return x
+
+
+@triton.jit
 def _load_channels(x_base, channel_offsets, num_channels, x_stride_c, x_cols, position_mask,
                    index: tl.constexpr):
-    """The tile of channels `channel_offsets` at the tile's positions, in fp32; -inf where
-    masked, which the max ignores and exp2 turns into 0."""
+    """The tile of channels `channel_offsets` at the tile's positions, in the compute type;
+    -inf where masked, which the max ignores and exp2 turns into 0."""
     channel_mask = channel_offsets < num_channels
     channels = channel_offsets.to(index)
     mask = channel_mask[:, None] & position_mask[None, :]
     x = tl.load(x_base + channels[:, None] * x_stride_c + x_cols[None, :],
-                mask=mask, other=-float("inf")).to(tl.float32)
+                mask=mask, other=-float("inf"))
+    x = _to_compute(x)
     return x, channels, channel_mask, mask
 
 
 @triton.jit
 def _epilogue(e, inv_denominator, bias_ptr, channels, channel_mask, scale):
-    bias = tl.load(bias_ptr + channels, mask=channel_mask, other=0.0).to(tl.float32)
+    bias = _to_compute(tl.load(bias_ptr + channels, mask=channel_mask, other=0.0))
     z = (e * inv_denominator[None, :] + bias[:, None]) * scale
     return 1.0 / (1.0 + tl.exp2(-z * LOG2E))
+
+
+@triton.jit
+def _softmax_statistics(x_base, channel_offsets, num_channels, x_stride_c, x_cols, position_mask,
+                        index: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr):
+    """One sweep over the channels in BLOCK_C chunks with an online max and sum: per position,
+    the reference point to subtract before exp2 and 1 / sum(exp)."""
+    running_max = _to_compute(tl.full([BLOCK_S], -float("inf"), x_base.dtype.element_ty))
+    running_sum = _to_compute(tl.zeros([BLOCK_S], x_base.dtype.element_ty))
+    for c0 in range(0, num_channels, BLOCK_C):
+        x, channels, channel_mask, mask = _load_channels(
+            x_base, c0 + channel_offsets, num_channels, x_stride_c, x_cols, position_mask, index)
+        new_max = _max_propagating_nan(running_max, _channel_max(x))
+        # A column that has seen only -inf so far keeps a finite reference point, so that
+        # exp2(-inf - -inf) never turns its running sum into NaN.
+        reference = tl.where(new_max == -float("inf"), 0.0, new_max)
+        running_sum = (running_sum * tl.exp2((running_max - reference) * LOG2E)
+                       + tl.sum(tl.exp2((x - reference[None, :]) * LOG2E), axis=0))
+        running_max = new_max
+    reference = tl.where(running_max == -float("inf"), 0.0, running_max)
+    return reference, 1.0 / running_sum
 
 
 @triton.jit
@@ -145,20 +181,9 @@ def softmax_bias_sigmoid(
             out_offsets = channels[:, None] * out_stride_c + out_cols[None, :]
         tl.store(out_base + out_offsets, y.to(out_ptr.dtype.element_ty), mask=mask)
     else:
-        running_max = tl.full([BLOCK_S], -float("inf"), tl.float32)
-        running_sum = tl.zeros([BLOCK_S], tl.float32)
-        for c0 in range(0, num_channels, BLOCK_C):
-            x, channels, channel_mask, mask = _load_channels(
-                x_base, c0 + channel_offsets, num_channels, x_stride_c, x_cols, position_mask, index)
-            new_max = _max_propagating_nan(running_max, _channel_max(x))
-            # A column that has seen only -inf so far keeps a finite reference point, so that
-            # exp2(-inf - -inf) never turns its running sum into NaN.
-            reference = tl.where(new_max == -float("inf"), 0.0, new_max)
-            running_sum = (running_sum * tl.exp2((running_max - reference) * LOG2E)
-                           + tl.sum(tl.exp2((x - reference[None, :]) * LOG2E), axis=0))
-            running_max = new_max
-        reference = tl.where(running_max == -float("inf"), 0.0, running_max)
-        inv_denominator = 1.0 / running_sum
+        reference, inv_denominator = _softmax_statistics(
+            x_base, channel_offsets, num_channels, x_stride_c, x_cols, position_mask, index,
+            BLOCK_C, BLOCK_S)
         for c0 in range(0, num_channels, BLOCK_C):
             x, channels, channel_mask, mask = _load_channels(
                 x_base, c0 + channel_offsets, num_channels, x_stride_c, x_cols, position_mask, index)

@@ -24,25 +24,8 @@ namespace {
 
 constexpr const char* kOp = "fused::softmax_bias_sigmoid";
 
-// Symbolic-shape safe: the Meta kernel runs this under torch.compile's dynamic shapes.
 void check_inputs(const at::Tensor& x, const at::Tensor& bias) {
-  TORCH_CHECK(x.layout() == at::kStrided && bias.layout() == at::kStrided, kOp,
-              ": x and bias must be dense (strided) tensors; got layouts ", x.layout(), " and ",
-              bias.layout());
-  TORCH_CHECK(x.dim() >= 2, kOp, ": x must have shape (N, C, ...) with at least 2 dimensions; got ",
-              x.dim(), "-D shape ", x.sym_sizes());
-  const at::ScalarType dtype = x.scalar_type();
-  TORCH_CHECK(dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16 ||
-                  dtype == at::kDouble,
-              kOp, ": x must be float32, float16 or bfloat16 (or float64 on the CPU); got ",
-              dtype);
-  TORCH_CHECK(bias.scalar_type() == dtype, kOp, ": bias must have the dtype of x (", dtype,
-              "); got ", bias.scalar_type(), ". Convert it with bias.to(x.dtype)");
-  TORCH_CHECK(bias.device() == x.device(), kOp, ": x is on ", x.device(), " but bias is on ",
-              bias.device(), "; both must be on the same device");
-  TORCH_CHECK(bias.sym_numel() == x.sym_size(1), kOp,
-              ": bias must hold one value per channel: x has shape ", x.sym_sizes(),
-              " (channels are dimension 1) but bias has shape ", bias.sym_sizes());
+  check_softmax_bias_sigmoid_inputs(x, bias, kOp);
 }
 
 // The output is empty_like(x): it keeps x's memory format, on every backend and in the Meta
@@ -94,9 +77,8 @@ const char* triton_dtype(at::ScalarType dtype) {
     case at::kFloat: return "fp32";
     case at::kHalf: return "fp16";
     case at::kBFloat16: return "bf16";
-    default:
-      TORCH_CHECK(false, kOp, ": ", dtype,
-                  " is supported on the CPU only; on CUDA use float32, float16 or bfloat16");
+    case at::kDouble: return "fp64";
+    default: TORCH_INTERNAL_ASSERT(false, "no Triton kernels for ", dtype);
   }
 }
 
@@ -109,16 +91,20 @@ int64_t largest_offset(const ChannelView& v, const ChannelStrides& strides) {
          (v.inner_size - 1) * strides.inner;
 }
 
-// The kernel variant for a call, from the table the build generated: the layout flavour
-// (contiguous positions shared by x and out, else the general strided view) and offset width
-// the view allows, then the single-pass tile with the smallest BLOCK_C that holds C, else the
-// two-pass tile.
-const Variant& choose_variant(at::ScalarType dtype, const ChannelView& v) {
+}  // namespace
+
+bool offsets_fit_in_32_bits(const ChannelView& v) {
+  return fits_in_32_bits(v.positions) && fits_in_32_bits(largest_offset(v, v.x)) &&
+         fits_in_32_bits(largest_offset(v, v.out));
+}
+
+bool positions_contiguous(const ChannelView& v) {
+  return v.inner_size == v.positions && v.x.inner == 1 && v.out.inner == 1 && v.x.c == v.out.c;
+}
+
+const Variant& choose_variant(const char* kernel, at::ScalarType dtype, int64_t channels,
+                              bool contiguous, bool small) {
   const char* dtype_name = triton_dtype(dtype);
-  const bool small = fits_in_32_bits(v.positions) && fits_in_32_bits(largest_offset(v, v.x)) &&
-                     fits_in_32_bits(largest_offset(v, v.out));
-  const bool contiguous = v.inner_size == v.positions && v.x.inner == 1 && v.out.inner == 1 &&
-                          v.x.c == v.out.c;
   struct Flavour {
     int64_t contiguous, index_bits;
   };
@@ -133,7 +119,7 @@ const Variant& choose_variant(at::ScalarType dtype, const ChannelView& v) {
     const Variant* two_pass = nullptr;
     for (size_t i = 0; i < table.size; ++i) {
       const Variant& candidate = table.variants[i];
-      if (std::strcmp(candidate.kernel, "softmax_bias_sigmoid") != 0 ||
+      if (std::strcmp(candidate.kernel, kernel) != 0 ||
           std::strcmp(candidate.dtype, dtype_name) != 0 ||
           candidate.constexpr_value("CONTIGUOUS") != flavour.contiguous ||
           candidate.constexpr_value("INDEX_BITS") != flavour.index_bits) {
@@ -142,21 +128,25 @@ const Variant& choose_variant(at::ScalarType dtype, const ChannelView& v) {
       const int64_t block_c = candidate.constexpr_value("BLOCK_C");
       if (candidate.constexpr_value("SINGLE_PASS") == 0) {
         two_pass = &candidate;
-      } else if (block_c >= v.channels &&
+      } else if (block_c >= channels &&
                  (single == nullptr || block_c < single->constexpr_value("BLOCK_C"))) {
         single = &candidate;
       }
     }
     if (single || two_pass) return single ? *single : *two_pass;
   }
-  TORCH_CHECK(false, kOp, ": this build has no ", dtype_name, " kernel for C = ", v.channels);
+  TORCH_CHECK(false, kernel, ": this build has no ", dtype_name, " kernel for C = ", channels);
 }
+
+namespace {
 
 at::Tensor softmax_bias_sigmoid_cuda(const at::Tensor& x, const at::Tensor& bias, double scale) {
   const c10::cuda::CUDAGuard guard(x.device());
   return with_channel_view(x, bias, [&](const at::Tensor& input, const at::Tensor& bias_flat,
                                         at::Tensor& out, const ChannelView& v) {
-    const Variant& variant = choose_variant(input.scalar_type(), v);
+    const Variant& variant = choose_variant("softmax_bias_sigmoid", input.scalar_type(),
+                                            v.channels, positions_contiguous(v),
+                                            offsets_fit_in_32_bits(v));
     const int64_t block_s = variant.constexpr_value("BLOCK_S");
     const int64_t position_blocks = (v.positions + block_s - 1) / block_s;
     const int64_t programs = v.batch * position_blocks;
@@ -172,7 +162,7 @@ at::Tensor softmax_bias_sigmoid_cuda(const at::Tensor& x, const at::Tensor& bias
         .integer(position_blocks)
         .integer(v.x.n).integer(v.x.c).integer(v.x.outer).integer(v.x.inner)
         .integer(v.out.n).integer(v.out.c).integer(v.out.outer).integer(v.out.inner)
-        .f32(static_cast<float>(scale));
+        .real(scale);
     launch(args, static_cast<uint32_t>(programs), input.get_device(),
            c10::cuda::getCurrentCUDAStream(input.get_device()).stream());
   });
@@ -181,6 +171,26 @@ at::Tensor softmax_bias_sigmoid_cuda(const at::Tensor& x, const at::Tensor& bias
 #endif  // FUSED_OPS_WITH_CUDA
 
 }  // namespace
+
+// Symbolic-shape safe: the Meta kernel runs this under torch.compile's dynamic shapes.
+void check_softmax_bias_sigmoid_inputs(const at::Tensor& x, const at::Tensor& bias, const char* op) {
+  TORCH_CHECK(x.layout() == at::kStrided && bias.layout() == at::kStrided, op,
+              ": x and bias must be dense (strided) tensors; got layouts ", x.layout(), " and ",
+              bias.layout());
+  TORCH_CHECK(x.dim() >= 2, op, ": x must have shape (N, C, ...) with at least 2 dimensions; got ",
+              x.dim(), "-D shape ", x.sym_sizes());
+  const at::ScalarType dtype = x.scalar_type();
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16 ||
+                  dtype == at::kDouble,
+              op, ": x must be float32, float16, bfloat16 or float64; got ", dtype);
+  TORCH_CHECK(bias.scalar_type() == dtype, op, ": bias must have the dtype of x (", dtype,
+              "); got ", bias.scalar_type(), ". Convert it with bias.to(x.dtype)");
+  TORCH_CHECK(bias.device() == x.device(), op, ": x is on ", x.device(), " but bias is on ",
+              bias.device(), "; both must be on the same device");
+  TORCH_CHECK(bias.sym_numel() == x.sym_size(1), op,
+              ": bias must hold one value per channel: x has shape ", x.sym_sizes(),
+              " (channels are dimension 1) but bias has shape ", bias.sym_sizes());
+}
 
 bool channel_view(const at::Tensor& x, const at::Tensor& out, ChannelView& view) {
   struct Group {
