@@ -10,7 +10,7 @@
 namespace fused_ops {
 
 // Parameter kinds as the compiled kernel declares them (read from its PTX entry).
-enum class ParamKind : uint8_t { Pointer, Int32, Int64, Float32 };
+enum class ParamKind : uint8_t { Pointer, Int32, Int64, Float32, Float64 };
 
 enum class ImageFormat : uint8_t { Cubin, Ptx };
 
@@ -30,7 +30,7 @@ struct Constexpr {
 
 struct Variant {
   const char* kernel;
-  const char* dtype;  // Triton's name: "fp32", "fp16", "bf16"
+  const char* dtype;  // Triton's name: "fp32", "fp16", "bf16", "fp64"
   const Constexpr* constexprs;
   size_t num_constexprs;
   int num_warps;

@@ -229,10 +229,13 @@ LaunchArgs& LaunchArgs::integer(int64_t value) {
   return push(&narrow, sizeof(narrow));
 }
 
-LaunchArgs& LaunchArgs::f32(float value) {
-  TORCH_CHECK(next_kind("a float") == ParamKind::Float32, "fused_ops: ", variant_.kernel,
-              " argument ", slots_.size(), " is not an fp32 scalar");
-  return push(&value, sizeof(value));
+LaunchArgs& LaunchArgs::real(double value) {
+  const ParamKind kind = next_kind("a real number");
+  if (kind == ParamKind::Float64) return push(&value, sizeof(value));
+  TORCH_CHECK(kind == ParamKind::Float32, "fused_ops: ", variant_.kernel, " argument ",
+              slots_.size(), " is not a real scalar");
+  const float narrow = static_cast<float>(value);
+  return push(&narrow, sizeof(narrow));
 }
 
 void launch(const LaunchArgs& args, uint32_t grid_x, int device, cudaStream_t stream) {

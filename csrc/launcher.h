@@ -18,15 +18,16 @@
 namespace fused_ops {
 
 // The arguments of one launch of `variant`, in parameter order, each packed at the width
-// its compiled kernel declares: an integer goes in as 32 or 64 bits (checked to fit), an fp32
-// scalar as 4 bytes, never as a double. A wrong kind of argument, or one that breaks the
-// variant's multiple-of-16 promise (Variant::divisible_by_16), is an error here.
+// its compiled kernel declares: an integer goes in as 32 or 64 bits (checked to fit), a real
+// scalar as the 4-byte float or the 8-byte double the kernel takes (an fp32 one never as a
+// double). A wrong kind of argument, or one that breaks the variant's multiple-of-16 promise
+// (Variant::divisible_by_16), is an error here.
 class LaunchArgs {
  public:
   explicit LaunchArgs(const Variant& variant) : variant_(variant) {}
   LaunchArgs& pointer(const void* value);
   LaunchArgs& integer(int64_t value);
-  LaunchArgs& f32(float value);
+  LaunchArgs& real(double value);
 
  private:
   friend void launch(const LaunchArgs&, uint32_t, int, cudaStream_t);

@@ -15,12 +15,40 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-def reference(x: torch.Tensor, bias: torch.Tensor, scale: float) -> torch.Tensor:
-    """The op's definition in float64 on the CPU, from plain ATen ops."""
-    x64 = x.detach().to("cpu", torch.float64)
+def make_inputs(shape, dtype, device, generator=None):
+    """x (spread so that the softmax is not flat) and a (C, 1, 1) bias, drawn in float64."""
+    x = (torch.randn(shape, dtype=torch.float64, generator=generator) * 3).to(device, dtype)
+    bias = torch.randn(shape[1], 1, 1, dtype=torch.float64, generator=generator).to(device, dtype)
+    return x, bias
+
+
+def layouts(x):
+    """The same values in layouts that reach every path of the kernel's strided view."""
+    yield "contiguous", x
+    yield "channels_last", x.to(memory_format=torch.channels_last)
+    yield "every_other_column", torch.cat([x, x], dim=-1)[..., ::2]
+    yield "transposed_spatial", x.transpose(2, 3).contiguous().transpose(2, 3)
+    yield "batch_slice", torch.cat([x, x], dim=0)[1::2]
+    yield "three_spatial_groups", x.unsqueeze(-1).expand(*x.shape, 3)[..., 1]
+
+
+def reference_formula(x: torch.Tensor, bias: torch.Tensor, scale: float) -> torch.Tensor:
+    """The op's definition from plain ATen ops (differentiable), bias holding C values."""
     shape = (1, -1) + (1,) * (x.dim() - 2)
-    b64 = bias.detach().to("cpu", torch.float64).reshape(shape)
-    return torch.sigmoid((torch.softmax(x64, dim=1) + b64) * scale)
+    return torch.sigmoid((torch.softmax(x, dim=1) + bias.reshape(shape)) * scale)
+
+
+def reference(x: torch.Tensor, bias: torch.Tensor, scale: float) -> torch.Tensor:
+    """The op's definition in float64 on the CPU."""
+    return reference_formula(x.detach().to("cpu", torch.float64), bias.detach().to("cpu", torch.float64), scale)
+
+
+def reference_gradients(x, bias, scale, grad_out):
+    """The gradients in x and bias of the op's definition: autograd in float64 on the CPU."""
+    x64 = x.detach().to("cpu", torch.float64).requires_grad_()
+    bias64 = bias.detach().to("cpu", torch.float64).requires_grad_()
+    reference_formula(x64, bias64, scale).backward(grad_out.detach().to("cpu", torch.float64))
+    return x64.grad, bias64.grad
 
 
 # Max abs error allowed against the float64 reference, by dtype: the op computes in fp32

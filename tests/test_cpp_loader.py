@@ -1,5 +1,6 @@
 """The CMake build: run_scripted_model, linked with the op library, loads a scripted ModelNew
-from C++ alone and matches the float64 CPU reference computed here."""
+from C++ alone and matches the float64 CPU reference computed here, forward and backward (the
+op's Autograd kernel is C++, so a module loaded in C++ trains)."""
 import os
 import re
 import shutil
@@ -57,36 +58,40 @@ def run_scripted_model(tmp_path_factory):
 
 
 def export(folder, device):
-    """Saves a scripted ModelNew on `device`, an input, and the float64 CPU reference output;
-    returns their paths and the reference."""
+    """Saves a scripted ModelNew on `device`, an input, the float64 CPU reference output and
+    the reference gradient of sum(output^2) / 2 in the input (what run_scripted_model
+    backpropagates); returns their paths and the reference output."""
     torch.manual_seed(0)
     model = fused_ops.ModelNew(*MODEL_ARGS).eval()
     reference = fused_ops.Model(*MODEL_ARGS).double().eval()
     reference.load_state_dict(model.state_dict())
     x = torch.randn(INPUT_SHAPE)
-    with torch.no_grad():
-        expected = reference(x.double())
-    model_path, input_path, expected_path = (folder / f"{name}.pt" for name in ("model", "input", "expected"))
-    torch.jit.save(torch.jit.script(model.to(device)), model_path)
-    torch.save(x, input_path)
-    torch.save(expected, expected_path)
-    return model_path, input_path, expected_path, expected
+    x64 = x.double().requires_grad_()
+    expected = reference(x64)
+    (expected * expected).sum().div(2).backward()
+    paths = [folder / f"{name}.pt" for name in ("model", "input", "expected", "expected_grad")]
+    torch.jit.save(torch.jit.script(model.to(device)), paths[0])
+    for path, value in zip(paths[1:], (x, expected.detach(), x64.grad)):
+        torch.save(value, path)
+    return *paths, expected.detach()
 
 
-def run(program, model_path, input_path, expected_path, device):
+def run(program, model_path, input_path, expected_path, device, expected_grad_path=None):
     command = [program, model_path, input_path, expected_path, device, TOLERANCE]
+    if expected_grad_path:
+        command.append(expected_grad_path)
     return subprocess.run([str(arg) for arg in command], capture_output=True, text=True)
 
 
-def reported_error(stdout):
-    match = re.search(r"max abs error: (\S+)", stdout)
-    assert match, f"no error reported in:\n{stdout}"
+def reported_error(stdout, what="output"):
+    match = re.search(rf"^{what} max abs error: (\S+)", stdout, re.MULTILINE)
+    assert match, f"no {what} error reported in:\n{stdout}"
     return float(match.group(1))
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
 def test_cpp_loader_matches_reference(run_scripted_model, device, tmp_path):
-    model_path, input_path, expected_path, _ = export(tmp_path, device)
+    model_path, input_path, expected_path, _, _ = export(tmp_path, device)
 
     result = run(run_scripted_model, model_path, input_path, expected_path, device)
 
@@ -94,8 +99,19 @@ def test_cpp_loader_matches_reference(run_scripted_model, device, tmp_path):
     assert reported_error(result.stdout) <= TOLERANCE
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_cpp_loader_trains_like_reference(run_scripted_model, device, tmp_path):
+    model_path, input_path, expected_path, expected_grad_path, _ = export(tmp_path, device)
+
+    result = run(run_scripted_model, model_path, input_path, expected_path, device, expected_grad_path)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert reported_error(result.stdout) <= TOLERANCE
+    assert reported_error(result.stdout, "input gradient") <= TOLERANCE
+
+
 def test_cpp_loader_fails_on_wrong_expected_output(run_scripted_model, tmp_path):
-    model_path, input_path, _, expected = export(tmp_path, "cpu")
+    model_path, input_path, _, _, expected = export(tmp_path, "cpu")
     off_by = 100 * TOLERANCE
     wrong_path = tmp_path / "wrong.pt"
     torch.save(expected + off_by, wrong_path)

@@ -3,10 +3,13 @@
     python triton_src/aot.py --out-dir BUILD_DIR [--archs 80,86,89,90] [--jobs N]
 
 Every module in this folder that declares ``VARIANTS`` is a kernel: its ``@triton.jit``
-function named ``KERNEL_NAME``, its argument ``SIGNATURE`` and ``DTYPES`` (a variant may name
-its own ``dtypes``). A module may define ``divisible_by_16(variant)``, the arguments that the
-variant is compiled to assume are multiples of 16; the table carries that promise to the
-launcher, which checks it on every call. Each (variant, dtype, arch) is compiled with an explicit ``GPUTarget``, so no GPU or driver is needed, in
+function named ``KERNEL_NAME``, its argument ``SIGNATURE`` and ``DTYPES`` (a variant may
+name its own ``dtypes`` instead). A signature type may say ``{dtype}``, ``{acc_dtype}`` (the
+type the math runs in: fp64 for fp64, else fp32, as at::opmath_type) or any constexpr of the
+variant, such as ``i{INDEX_BITS}``. A module may define ``divisible_by_16(variant)``, the
+arguments that the variant is compiled to assume are multiples of 16; the table carries that
+promise to the launcher, which checks it on every call. Each (variant, dtype, arch) is compiled
+with an explicit ``GPUTarget``, so no GPU or driver is needed, in
 parallel across cores. The output, ``BUILD_DIR/aot_kernels.cpp``, holds the cubins (and the
 PTX of the highest non-"a" arch, which any newer GPU can JIT) as byte arrays plus the table
 described in csrc/kernel_table.h. Everything the C++ launcher knows about a kernel (entry
@@ -37,8 +40,8 @@ SHARED_LIMIT = {86: 99 * 1024, 89: 99 * 1024}
 _PTX_PARAM = re.compile(r"\.param\s+\.(\w+)(\s+\.ptr)?[^,)]*?_param_(\d+)")
 _PTX_KIND = {("u64", True): "Pointer", ("u64", False): "Int64", ("b64", False): "Int64",
              ("u32", False): "Int32", ("b32", False): "Int32", ("s32", False): "Int32",
-             ("f32", False): "Float32"}
-_SIGNATURE_KIND = {"i32": "Int32", "i64": "Int64", "fp32": "Float32"}
+             ("f32", False): "Float32", ("f64", False): "Float64"}
+_SIGNATURE_KIND = {"i32": "Int32", "i64": "Int64", "fp32": "Float32", "fp64": "Float64"}
 
 
 @dataclass(frozen=True)
@@ -98,11 +101,11 @@ def jobs_for(archs: list[int]) -> list[Job]:
     for path in kernel_modules():
         module = load_module(str(path))
         for variant in module.VARIANTS:
-            variant = dict(variant)
-            for dtype in variant.pop("dtypes", module.DTYPES):
+            config = dict(variant)
+            for dtype in config.pop("dtypes", module.DTYPES):
                 for arch in archs:
                     jobs.append(Job(str(path), module.KERNEL_NAME, dtype,
-                                    tuple(sorted(variant.items())), arch, arch == ptx_arch))
+                                    tuple(sorted(config.items())), arch, arch == ptx_arch))
     return jobs
 
 
@@ -117,7 +120,8 @@ def ptx_params(ptx: str, entry: str) -> list[str]:
 
 
 def formatted_signature(module, dtype: str, variant: dict) -> dict:
-    return {name: t.format(dtype=dtype, **variant) for name, t in module.SIGNATURE.items()}
+    acc_dtype = "fp64" if dtype == "fp64" else "fp32"
+    return {name: t.format(dtype=dtype, acc_dtype=acc_dtype, **variant) for name, t in module.SIGNATURE.items()}
 
 
 def signature_kinds(signature: dict) -> list[str]:

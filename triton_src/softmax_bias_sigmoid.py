@@ -56,7 +56,7 @@ SIGNATURE = {
     "out_stride_c": "i{INDEX_BITS}",
     "out_stride_outer": "i{INDEX_BITS}",
     "out_stride_inner": "i{INDEX_BITS}",
-    "scale": "fp32",
+    "scale": "{acc_dtype}",
 }
 
 DTYPES = ("fp32", "fp16", "bf16")
@@ -87,7 +87,15 @@ def _variants_from_tuning(path: Path = TUNING_FILE) -> list:
     return variants
 
 
-VARIANTS = _variants_from_tuning()
+# float64 (gradcheck, reference work) on CUDA: correct everywhere rather than fast, so one
+# tile per layout flavour and the multi-pass tile where C is larger; not tuned.
+_FP64 = dict(CHANNELS_LAST=0, ALIGNED=0, dtypes=("fp64",))
+VARIANTS = _variants_from_tuning() + [
+    dict(_FP64, BLOCK_C=128, BLOCK_S=32, SINGLE_PASS=1, CONTIGUOUS=1, INDEX_BITS=32, num_warps=4),
+    dict(_FP64, BLOCK_C=32, BLOCK_S=32, SINGLE_PASS=0, CONTIGUOUS=1, INDEX_BITS=32, num_warps=4),
+    dict(_FP64, BLOCK_C=32, BLOCK_S=32, SINGLE_PASS=0, CONTIGUOUS=0, INDEX_BITS=32, num_warps=4),
+    dict(_FP64, BLOCK_C=32, BLOCK_S=32, SINGLE_PASS=0, CONTIGUOUS=0, INDEX_BITS=64, num_warps=4),
+]
 
 # exp(v) = exp2(v * log2(e)): exp2 is the hardware instruction.
 LOG2E = tl.constexpr(1.4426950408889634)
@@ -99,35 +107,135 @@ def _max_propagating_nan(a, b):
 
 
 @triton.jit
-def _channel_max(x, AXIS: tl.constexpr):
+def _channel_max(x):
     # tl.max would skip NaN; a NaN input must make its whole softmax NaN, as in PyTorch.
-    return tl.reduce(x, AXIS, _max_propagating_nan, keep_dims=True)
+    return tl.reduce(x, 0, _max_propagating_nan)
 
 
 @triton.jit
-def _epilogue(e, inv_denominator, bias, scale):
-    z = (e * inv_denominator + bias) * scale
-    return 1.0 / (1.0 + tl.exp2(-z * LOG2E))
-
-
-@triton.jit
-def _single_pass(x, bias, scale, AXIS: tl.constexpr):
-    """The output of a tile that holds every channel, channels along AXIS."""
-    e = tl.exp2((x - _channel_max(x, AXIS)) * LOG2E)
-    return _epilogue(e, 1.0 / tl.sum(e, axis=AXIS, keep_dims=True), bias, scale)
+def _to_compute(x):
+    """The type the math runs in: fp64 for fp64, else fp32 (as at::opmath_type)."""
+    if x.dtype != tl.float64:
+        x = x.to(tl.float32)
+    return x
 
 
 @triton.jit
 def _load_channels(x_base, channel_offsets, num_channels, x_stride_c, x_cols, position_mask,
                    index: tl.constexpr):
-    """The [BLOCK_C, BLOCK_S] tile of channels `channel_offsets` at the tile's positions, in
-    fp32; -inf where masked, which the max ignores and exp2 turns into 0."""
+    """The tile of channels `channel_offsets` at the tile's positions, in the compute type;
+    -inf where masked, which the max ignores and exp2 turns into 0."""
     channel_mask = channel_offsets < num_channels
     channels = channel_offsets.to(index)
     mask = channel_mask[:, None] & position_mask[None, :]
     x = tl.load(x_base + channels[:, None] * x_stride_c + x_cols[None, :],
-                mask=mask, other=-float("inf")).to(tl.float32)
+                mask=mask, other=-float("inf"))
+    x = _to_compute(x)
     return x, channels, channel_mask, mask
+
+
+@triton.jit
+def _sigmoid(z):
+    return 1.0 / (1.0 + tl.exp2(-z * LOG2E))
+
+
+@triton.jit
+def _epilogue(e, inv_denominator, bias_ptr, channels, channel_mask, scale):
+    bias = _to_compute(tl.load(bias_ptr + channels, mask=channel_mask, other=0.0))
+    return _sigmoid((e * inv_denominator[None, :] + bias[:, None]) * scale)
+
+
+@triton.jit
+def _softmax_statistics(x_base, channel_offsets, num_channels, x_stride_c, x_cols, position_mask,
+                        index: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr):
+    """One sweep over the channels in BLOCK_C chunks with an online max and sum: per position,
+    the reference point to subtract before exp2 and 1 / sum(exp)."""
+    running_max = _to_compute(tl.full([BLOCK_S], -float("inf"), x_base.dtype.element_ty))
+    running_sum = _to_compute(tl.zeros([BLOCK_S], x_base.dtype.element_ty))
+    for c0 in range(0, num_channels, BLOCK_C):
+        x, channels, channel_mask, mask = _load_channels(
+            x_base, c0 + channel_offsets, num_channels, x_stride_c, x_cols, position_mask, index)
+        new_max = _max_propagating_nan(running_max, _channel_max(x))
+        # A column that has seen only -inf so far keeps a finite reference point, so that
+        # exp2(-inf - -inf) never turns its running sum into NaN.
+        reference = tl.where(new_max == -float("inf"), 0.0, new_max)
+        running_sum = (running_sum * tl.exp2((running_max - reference) * LOG2E)
+                       + tl.sum(tl.exp2((x - reference[None, :]) * LOG2E), axis=0))
+        running_max = new_max
+    reference = tl.where(running_max == -float("inf"), 0.0, running_max)
+    return reference, 1.0 / running_sum
+
+
+@triton.jit
+def _channels_last_rows(x_ptr, bias_ptr, out_ptr, num_channels, num_rows, row_stride, scale,
+                        BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr, index: tl.constexpr):
+    """A [BLOCK_S rows, BLOCK_C channels] tile of a channels_last tensor: the channels of a row are
+    contiguous, the rows row_stride apart, x and out alike; the softmax runs along axis 1."""
+    rows = tl.program_id(0).to(index) * BLOCK_S + tl.arange(0, BLOCK_S).to(index)
+    channel_offsets = tl.arange(0, BLOCK_C)
+    channel_mask = channel_offsets < num_channels
+    mask = (rows < num_rows)[:, None] & channel_mask[None, :]
+    offsets = rows[:, None] * row_stride + channel_offsets[None, :]
+    x = _to_compute(tl.load(x_ptr + offsets, mask=mask, other=-float("inf")))
+    e = tl.exp2((x - tl.reduce(x, 1, _max_propagating_nan)[:, None]) * LOG2E)
+    inv_denominator = 1.0 / tl.sum(e, axis=1)
+    bias = _to_compute(tl.load(bias_ptr + channel_offsets, mask=channel_mask, other=0.0))
+    y = _sigmoid((e * inv_denominator[:, None] + bias[None, :]) * scale)
+    tl.store(out_ptr + offsets, y.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _channel_tiles(
+    x_ptr, bias_ptr, out_ptr,
+    num_channels, num_positions, inner_size, num_position_blocks,
+    x_stride_n, x_stride_c, x_stride_outer, x_stride_inner,
+    out_stride_n, out_stride_c, out_stride_outer, out_stride_inner,
+    scale,
+    BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr, SINGLE_PASS: tl.constexpr,
+    CONTIGUOUS: tl.constexpr, index: tl.constexpr,
+):
+    """[BLOCK_C channels, BLOCK_S positions] tiles of one sample (contiguous NCHW or the
+    strided view); the softmax runs along axis 0."""
+    pid = tl.program_id(0)
+    n = (pid // num_position_blocks).to(tl.int64)
+    s = (pid % num_position_blocks).to(index) * BLOCK_S + tl.arange(0, BLOCK_S).to(index)
+    position_mask = s < num_positions
+    x_base = x_ptr + n * x_stride_n
+    out_base = out_ptr + n * out_stride_n
+    if CONTIGUOUS:
+        x_cols = s
+        out_cols = s
+    else:
+        outer = s // inner_size
+        inner = s - outer * inner_size
+        x_cols = outer * x_stride_outer + inner * x_stride_inner
+        out_cols = outer * out_stride_outer + inner * out_stride_inner
+    channel_offsets = tl.arange(0, BLOCK_C)
+
+    if SINGLE_PASS:
+        x, channels, channel_mask, mask = _load_channels(
+            x_base, channel_offsets, num_channels, x_stride_c, x_cols, position_mask, index)
+        row_max = _channel_max(x)
+        e = tl.exp2((x - row_max[None, :]) * LOG2E)
+        inv_denominator = 1.0 / tl.sum(e, axis=0)
+        y = _epilogue(e, inv_denominator, bias_ptr, channel_offsets, channel_mask, scale)
+        if CONTIGUOUS:
+            # Same strides: the load's offsets serve the store.
+            out_offsets = channels[:, None] * x_stride_c + x_cols[None, :]
+        else:
+            out_offsets = channels[:, None] * out_stride_c + out_cols[None, :]
+        tl.store(out_base + out_offsets, y.to(out_ptr.dtype.element_ty), mask=mask)
+    else:
+        reference, inv_denominator = _softmax_statistics(
+            x_base, channel_offsets, num_channels, x_stride_c, x_cols, position_mask, index,
+            BLOCK_C, BLOCK_S)
+        for c0 in range(0, num_channels, BLOCK_C):
+            x, channels, channel_mask, mask = _load_channels(
+                x_base, c0 + channel_offsets, num_channels, x_stride_c, x_cols, position_mask, index)
+            e = tl.exp2((x - reference[None, :]) * LOG2E)
+            y = _epilogue(e, inv_denominator, bias_ptr, c0 + channel_offsets, channel_mask, scale)
+            tl.store(out_base + channels[:, None] * out_stride_c + out_cols[None, :],
+                     y.to(out_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -142,64 +250,12 @@ def softmax_bias_sigmoid(
     INDEX_BITS: tl.constexpr,
 ):
     index = tl.int64 if INDEX_BITS == 64 else tl.int32
-    pid = tl.program_id(0)
-    channel_offsets = tl.arange(0, BLOCK_C)
     if CHANNELS_LAST:
-        # Rows of C contiguous channels, one per position, x_stride_inner apart; x and out share
-        # strides. The grid covers all N * S rows, so small images still fill whole tiles.
-        rows = pid.to(index) * BLOCK_S + tl.arange(0, BLOCK_S).to(index)
-        channel_mask = channel_offsets < num_channels
-        mask = (rows < num_positions)[:, None] & channel_mask[None, :]
-        offsets = rows[:, None] * x_stride_inner + channel_offsets[None, :]
-        x = tl.load(x_ptr + offsets, mask=mask, other=-float("inf")).to(tl.float32)
-        bias = tl.load(bias_ptr + channel_offsets, mask=channel_mask, other=0.0).to(tl.float32)
-        y = _single_pass(x, bias[None, :], scale, 1)
-        tl.store(out_ptr + offsets, y.to(out_ptr.dtype.element_ty), mask=mask)
+        # The launcher passes all N * S rows as one sample, so small images still fill tiles.
+        _channels_last_rows(x_ptr, bias_ptr, out_ptr, num_channels, num_positions, x_stride_inner,
+                            scale, BLOCK_C, BLOCK_S, index)
     else:
-        n = (pid // num_position_blocks).to(tl.int64)
-        s = (pid % num_position_blocks).to(index) * BLOCK_S + tl.arange(0, BLOCK_S).to(index)
-        position_mask = s < num_positions
-        x_base = x_ptr + n * x_stride_n
-        out_base = out_ptr + n * out_stride_n
-        if CONTIGUOUS:
-            x_cols = s
-            out_cols = s
-        else:
-            outer = s // inner_size
-            inner = s - outer * inner_size
-            x_cols = outer * x_stride_outer + inner * x_stride_inner
-            out_cols = outer * out_stride_outer + inner * out_stride_inner
-
-        if SINGLE_PASS:
-            x, channels, channel_mask, mask = _load_channels(
-                x_base, channel_offsets, num_channels, x_stride_c, x_cols, position_mask, index)
-            bias = tl.load(bias_ptr + channels, mask=channel_mask, other=0.0).to(tl.float32)
-            y = _single_pass(x, bias[:, None], scale, 0)
-            if CONTIGUOUS:
-                # Same strides: the load's offsets serve the store.
-                out_offsets = channels[:, None] * x_stride_c + x_cols[None, :]
-            else:
-                out_offsets = channels[:, None] * out_stride_c + out_cols[None, :]
-            tl.store(out_base + out_offsets, y.to(out_ptr.dtype.element_ty), mask=mask)
-        else:
-            running_max = tl.full([1, BLOCK_S], -float("inf"), tl.float32)
-            running_sum = tl.zeros([1, BLOCK_S], tl.float32)
-            for c0 in range(0, num_channels, BLOCK_C):
-                x, channels, channel_mask, mask = _load_channels(
-                    x_base, c0 + channel_offsets, num_channels, x_stride_c, x_cols, position_mask, index)
-                new_max = _max_propagating_nan(running_max, _channel_max(x, 0))
-                # A column that has seen only -inf so far keeps a finite reference point, so that
-                # exp2(-inf - -inf) never turns its running sum into NaN.
-                reference = tl.where(new_max == -float("inf"), 0.0, new_max)
-                running_sum = (running_sum * tl.exp2((running_max - reference) * LOG2E)
-                               + tl.sum(tl.exp2((x - reference) * LOG2E), axis=0, keep_dims=True))
-                running_max = new_max
-            reference = tl.where(running_max == -float("inf"), 0.0, running_max)
-            inv_denominator = 1.0 / running_sum
-            for c0 in range(0, num_channels, BLOCK_C):
-                x, channels, channel_mask, mask = _load_channels(
-                    x_base, c0 + channel_offsets, num_channels, x_stride_c, x_cols, position_mask, index)
-                bias = tl.load(bias_ptr + channels, mask=channel_mask, other=0.0).to(tl.float32)
-                y = _epilogue(tl.exp2((x - reference) * LOG2E), inv_denominator, bias[:, None], scale)
-                tl.store(out_base + channels[:, None] * out_stride_c + out_cols[None, :],
-                         y.to(out_ptr.dtype.element_ty), mask=mask)
+        _channel_tiles(x_ptr, bias_ptr, out_ptr, num_channels, num_positions, inner_size,
+                       num_position_blocks, x_stride_n, x_stride_c, x_stride_outer, x_stride_inner,
+                       out_stride_n, out_stride_c, out_stride_outer, out_stride_inner, scale,
+                       BLOCK_C, BLOCK_S, SINGLE_PASS, CONTIGUOUS, index)

@@ -32,25 +32,8 @@ namespace {
 
 constexpr const char* kOp = "fused::softmax_bias_sigmoid";
 
-// Symbolic-shape safe: the Meta kernel runs this under torch.compile's dynamic shapes.
 void check_inputs(const at::Tensor& x, const at::Tensor& bias) {
-  TORCH_CHECK(x.layout() == at::kStrided && bias.layout() == at::kStrided, kOp,
-              ": x and bias must be dense (strided) tensors; got layouts ", x.layout(), " and ",
-              bias.layout());
-  TORCH_CHECK(x.dim() >= 2, kOp, ": x must have shape (N, C, ...) with at least 2 dimensions; got ",
-              x.dim(), "-D shape ", x.sym_sizes());
-  const at::ScalarType dtype = x.scalar_type();
-  TORCH_CHECK(dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16 ||
-                  dtype == at::kDouble,
-              kOp, ": x must be float32, float16 or bfloat16 (or float64 on the CPU); got ",
-              dtype);
-  TORCH_CHECK(bias.scalar_type() == dtype, kOp, ": bias must have the dtype of x (", dtype,
-              "); got ", bias.scalar_type(), ". Convert it with bias.to(x.dtype)");
-  TORCH_CHECK(bias.device() == x.device(), kOp, ": x is on ", x.device(), " but bias is on ",
-              bias.device(), "; both must be on the same device");
-  TORCH_CHECK(bias.sym_numel() == x.sym_size(1), kOp,
-              ": bias must hold one value per channel: x has shape ", x.sym_sizes(),
-              " (channels are dimension 1) but bias has shape ", bias.sym_sizes());
+  check_softmax_bias_sigmoid_inputs(x, bias, kOp);
 }
 
 // The output is empty_like(x): it keeps x's memory format, on every backend and in the Meta
@@ -102,9 +85,8 @@ const char* triton_dtype(at::ScalarType dtype) {
     case at::kFloat: return "fp32";
     case at::kHalf: return "fp16";
     case at::kBFloat16: return "bf16";
-    default:
-      TORCH_CHECK(false, kOp, ": ", dtype,
-                  " is supported on the CPU only; on CUDA use float32, float16 or bfloat16");
+    case at::kDouble: return "fp64";
+    default: TORCH_INTERNAL_ASSERT(false, "no Triton kernels for ", dtype);
   }
 }
 
@@ -134,24 +116,83 @@ int64_t largest_offset(const ChannelView& v, const ChannelStrides& strides) {
          (v.inner_size - 1) * strides.inner;
 }
 
-// How the kernel walks the view: which constexprs its variant must have, and for the
-// channels_last flavour the stride between the rows of C channels it treats as one sample.
+// How a kernel walks the view: the layout constexprs its variant must have. Kernels without
+// channels_last or aligned variants (the backward) declare neither constexpr: they read as 0.
 struct Flavour {
   int64_t contiguous, channels_last, aligned, index_bits;
 };
 
-// The flavours a call can run as, fastest first: the specialised layouts (16-byte aligned where
-// x, out, and the strides allow it), then the general strided view at 32 and at 64 bits.
-c10::SmallVector<Flavour, 5> flavours_for(const at::Tensor& x, const at::Tensor& out,
-                                         const ChannelView& v) {
+using FlavourKey = std::tuple<std::string, std::string, int64_t, int64_t, int64_t, int64_t>;
+
+// The variants of one (kernel, dtype, flavour): single-pass tiles by ascending BLOCK_C, and
+// the multi-pass tile if there is one.
+struct FlavourVariants {
+  std::vector<const Variant*> single_pass;
+  const Variant* multi_pass = nullptr;
+};
+
+FlavourKey key_of(const char* kernel, const char* dtype_name, const Flavour& f) {
+  return {kernel, dtype_name, f.contiguous, f.channels_last, f.aligned, f.index_bits};
+}
+
+int64_t flag(const Variant& v, const char* name) { return std::max<int64_t>(0, v.constexpr_value(name)); }
+
+// The build's table indexed once per process, so that a call's choice costs a map lookup
+// rather than a scan over every compiled variant (small tensors are launch-bound).
+const std::map<FlavourKey, FlavourVariants>& variants_by_flavour() {
+  static const std::map<FlavourKey, FlavourVariants> index = [] {
+    std::map<FlavourKey, FlavourVariants> built;
+    const KernelTable& table = kernel_table();
+    for (size_t i = 0; i < table.size; ++i) {
+      const Variant& v = table.variants[i];
+      if (v.constexpr_value("CONTIGUOUS") < 0) continue;  // not a kernel over the channel view
+      const Flavour flavour{flag(v, "CONTIGUOUS"), flag(v, "CHANNELS_LAST"), flag(v, "ALIGNED"),
+                            v.constexpr_value("INDEX_BITS")};
+      FlavourVariants& entry = built[key_of(v.kernel, v.dtype, flavour)];
+      if (v.constexpr_value("SINGLE_PASS") == 0) {
+        entry.multi_pass = &v;
+      } else {
+        entry.single_pass.push_back(&v);
+      }
+    }
+    for (auto& [key, entry] : built) {
+      std::sort(entry.single_pass.begin(), entry.single_pass.end(),
+                [](const Variant* a, const Variant* b) {
+                  return a->constexpr_value("BLOCK_C") < b->constexpr_value("BLOCK_C");
+                });
+    }
+    return built;
+  }();
+  return index;
+}
+
+// In the first of `flavours` that `kernel` has for the dtype: the single-pass tile with the
+// smallest BLOCK_C that holds C, else the multi-pass tile.
+std::pair<const Variant*, Flavour> choose_from(const char* kernel, at::ScalarType dtype,
+                                               int64_t channels, c10::ArrayRef<Flavour> flavours) {
+  const char* dtype_name = triton_dtype(dtype);
+  const auto& index = variants_by_flavour();
+  for (const Flavour& flavour : flavours) {
+    const auto found = index.find(key_of(kernel, dtype_name, flavour));
+    if (found == index.end()) continue;
+    for (const Variant* candidate : found->second.single_pass) {
+      if (candidate->constexpr_value("BLOCK_C") >= channels) return {candidate, flavour};
+    }
+    if (found->second.multi_pass) return {found->second.multi_pass, flavour};
+  }
+  TORCH_CHECK(false, kernel, ": this build has no ", dtype_name, " kernel for C = ", channels);
+}
+
+// The forward's flavours for a call, fastest first: contiguous NCHW or dense channels_last
+// (each 16-byte aligned where x, out and the strides allow it), then the general strided view
+// at 32 and at 64 bits.
+c10::SmallVector<Flavour, 5> forward_flavours(const at::Tensor& x, const at::Tensor& out,
+                                              const ChannelView& v) {
   c10::SmallVector<Flavour, 5> flavours;
   const bool pointers_aligned = aligned_16(x.const_data_ptr()) && aligned_16(out.const_data_ptr());
-  const bool small = fits_in_32_bits(v.positions) && fits_in_32_bits(largest_offset(v, v.x)) &&
-                     fits_in_32_bits(largest_offset(v, v.out));
-  const bool contiguous = v.inner_size == v.positions && v.x.inner == 1 && v.out.inner == 1 &&
-                          v.x.c == v.out.c;
+  const bool small = offsets_fit_in_32_bits(v);
   const int64_t row_stride = channels_last_row_stride(v);
-  if (small && contiguous) {
+  if (small && positions_contiguous(v)) {
     if (pointers_aligned && multiple_of_16(v.positions) && multiple_of_16(v.x.n) &&
         multiple_of_16(v.x.c) && multiple_of_16(v.out.n)) {
       flavours.push_back({1, 0, 1, 32});
@@ -168,73 +209,14 @@ c10::SmallVector<Flavour, 5> flavours_for(const at::Tensor& x, const at::Tensor&
   return flavours;
 }
 
-// The variants of one (dtype, flavour): single-pass tiles by ascending BLOCK_C, and the
-// two-pass tile if there is one.
-struct FlavourVariants {
-  std::vector<const Variant*> single_pass;
-  const Variant* two_pass = nullptr;
-};
-
-using FlavourKey = std::tuple<std::string, int64_t, int64_t, int64_t, int64_t>;
-
-FlavourKey key_of(const char* dtype_name, const Flavour& f) {
-  return {dtype_name, f.contiguous, f.channels_last, f.aligned, f.index_bits};
-}
-
-// The build's table indexed once per process, so that a call's choice costs a map lookup
-// rather than a scan over every compiled variant (small tensors are launch-bound).
-const std::map<FlavourKey, FlavourVariants>& variants_by_flavour() {
-  static const std::map<FlavourKey, FlavourVariants> index = [] {
-    std::map<FlavourKey, FlavourVariants> built;
-    const KernelTable& table = kernel_table();
-    for (size_t i = 0; i < table.size; ++i) {
-      const Variant& v = table.variants[i];
-      if (std::strcmp(v.kernel, "softmax_bias_sigmoid") != 0) continue;
-      const Flavour flavour{v.constexpr_value("CONTIGUOUS"), v.constexpr_value("CHANNELS_LAST"),
-                            v.constexpr_value("ALIGNED"), v.constexpr_value("INDEX_BITS")};
-      FlavourVariants& entry = built[key_of(v.dtype, flavour)];
-      if (v.constexpr_value("SINGLE_PASS") == 0) {
-        entry.two_pass = &v;
-      } else {
-        entry.single_pass.push_back(&v);
-      }
-    }
-    for (auto& [key, entry] : built) {
-      std::sort(entry.single_pass.begin(), entry.single_pass.end(),
-                [](const Variant* a, const Variant* b) {
-                  return a->constexpr_value("BLOCK_C") < b->constexpr_value("BLOCK_C");
-                });
-    }
-    return built;
-  }();
-  return index;
-}
-
-// The kernel variant for a call, from the table the build generated (its tiles measured by
-// benchmarks/tune_softmax_bias_sigmoid.py): in the first flavour that has one, the single-pass
-// tile with the smallest BLOCK_C that holds C, else the flavour's two-pass tile.
-std::pair<const Variant*, Flavour> choose_variant(const at::Tensor& x, const at::Tensor& out,
-                                                  const ChannelView& v) {
-  const char* dtype_name = triton_dtype(x.scalar_type());
-  const auto& index = variants_by_flavour();
-  for (const Flavour& flavour : flavours_for(x, out, v)) {
-    const auto found = index.find(key_of(dtype_name, flavour));
-    if (found == index.end()) continue;
-    for (const Variant* candidate : found->second.single_pass) {
-      if (candidate->constexpr_value("BLOCK_C") >= v.channels) return {candidate, flavour};
-    }
-    if (found->second.two_pass) return {found->second.two_pass, flavour};
-  }
-  TORCH_CHECK(false, kOp, ": this build has no ", dtype_name, " kernel for C = ", v.channels);
-}
-
 at::Tensor softmax_bias_sigmoid_cuda(const at::Tensor& x, const at::Tensor& bias, double scale) {
   return with_channel_view(x, bias, [&](const at::Tensor& input, const at::Tensor& bias_flat,
                                         at::Tensor& out, const ChannelView& v) {
     // Taken after the checks: with bias on CUDA this kernel also sees an x on the CPU, which
     // must get the named device error rather than fail in the guard.
     const c10::cuda::CUDAGuard guard(input.device());
-    const auto [variant, flavour] = choose_variant(input, out, v);
+    const auto [variant, flavour] = choose_from("softmax_bias_sigmoid", input.scalar_type(),
+                                                v.channels, forward_flavours(input, out, v));
     const int64_t block_s = variant->constexpr_value("BLOCK_S");
     // channels_last runs all N * S rows as one sample.
     const int64_t batch = flavour.channels_last ? 1 : v.batch;
@@ -255,11 +237,33 @@ at::Tensor softmax_bias_sigmoid_cuda(const at::Tensor& x, const at::Tensor& bias
         .integer(position_blocks)
         .integer(v.x.n).integer(v.x.c).integer(v.x.outer).integer(x_inner)
         .integer(v.out.n).integer(v.out.c).integer(v.out.outer).integer(v.out.inner)
-        .f32(scale_as_float(scale));
+        .real(kernel_scale(input.scalar_type(), scale));
     launch(args, static_cast<uint32_t>(programs), input.get_device(),
            c10::cuda::getCurrentCUDAStream(input.get_device()).stream());
   });
 }
+
+}  // namespace
+
+bool offsets_fit_in_32_bits(const ChannelView& v) {
+  return fits_in_32_bits(v.positions) && fits_in_32_bits(largest_offset(v, v.x)) &&
+         fits_in_32_bits(largest_offset(v, v.out));
+}
+
+bool positions_contiguous(const ChannelView& v) {
+  return v.inner_size == v.positions && v.x.inner == 1 && v.out.inner == 1 && v.x.c == v.out.c;
+}
+
+const Variant& choose_variant(const char* kernel, at::ScalarType dtype, int64_t channels,
+                              bool contiguous, bool small) {
+  c10::SmallVector<Flavour, 3> flavours;
+  if (small && contiguous) flavours.push_back({1, 0, 0, 32});
+  if (small) flavours.push_back({0, 0, 0, 32});
+  flavours.push_back({0, 0, 0, 64});
+  return *choose_from(kernel, dtype, channels, flavours).first;
+}
+
+namespace {
 
 #endif  // FUSED_OPS_WITH_CUDA
 
@@ -268,6 +272,30 @@ at::Tensor softmax_bias_sigmoid_cuda(const at::Tensor& x, const at::Tensor& bias
 float scale_as_float(double scale) {
   constexpr double kLargest = std::numeric_limits<float>::max();
   return static_cast<float>(std::isfinite(scale) ? std::clamp(scale, -kLargest, kLargest) : scale);
+}
+
+double kernel_scale(at::ScalarType dtype, double scale) {
+  return dtype == at::kDouble ? scale : scale_as_float(scale);
+}
+
+// Symbolic-shape safe: the Meta kernel runs this under torch.compile's dynamic shapes.
+void check_softmax_bias_sigmoid_inputs(const at::Tensor& x, const at::Tensor& bias, const char* op) {
+  TORCH_CHECK(x.layout() == at::kStrided && bias.layout() == at::kStrided, op,
+              ": x and bias must be dense (strided) tensors; got layouts ", x.layout(), " and ",
+              bias.layout());
+  TORCH_CHECK(x.dim() >= 2, op, ": x must have shape (N, C, ...) with at least 2 dimensions; got ",
+              x.dim(), "-D shape ", x.sym_sizes());
+  const at::ScalarType dtype = x.scalar_type();
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16 ||
+                  dtype == at::kDouble,
+              op, ": x must be float32, float16, bfloat16 or float64; got ", dtype);
+  TORCH_CHECK(bias.scalar_type() == dtype, op, ": bias must have the dtype of x (", dtype,
+              "); got ", bias.scalar_type(), ". Convert it with bias.to(x.dtype)");
+  TORCH_CHECK(bias.device() == x.device(), op, ": x is on ", x.device(), " but bias is on ",
+              bias.device(), "; both must be on the same device");
+  TORCH_CHECK(bias.sym_numel() == x.sym_size(1), op,
+              ": bias must hold one value per channel: x has shape ", x.sym_sizes(),
+              " (channels are dimension 1) but bias has shape ", bias.sym_sizes());
 }
 
 bool channel_view(const at::Tensor& x, const at::Tensor& out, ChannelView& view) {

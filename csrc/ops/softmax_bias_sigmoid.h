@@ -10,7 +10,15 @@
 
 #include <cstdint>
 
+#ifdef FUSED_OPS_WITH_CUDA
+#include "kernel_table.h"
+#endif
+
 namespace fused_ops {
+
+// Validates x and bias as the op takes them (shared with the backward): a RuntimeError that
+// starts with `op` and names the problem. Symbolic-shape safe, for the Meta kernels.
+void check_softmax_bias_sigmoid_inputs(const at::Tensor& x, const at::Tensor& bias, const char* op);
 
 struct ChannelStrides {
   int64_t n, c, outer, inner;
@@ -34,9 +42,29 @@ bool channel_view(const at::Tensor& x, const at::Tensor& out, ChannelView& view)
 // p + bias is 0, as in the float64 reference (inf * 0 would be NaN); inf and NaN stay as given.
 float scale_as_float(double scale);
 
+// The scale as a kernel computing in x's opmath type takes it: unchanged for float64, else
+// scale_as_float.
+double kernel_scale(at::ScalarType dtype, double scale);
+
 // The CPU kernel: writes out (same shape as x, any strides) from x and a contiguous bias of
 // C values, all of x's dtype.
 void softmax_bias_sigmoid_cpu_kernel(const at::Tensor& x, const at::Tensor& bias, double scale,
                                      const ChannelView& view, at::Tensor& out);
+
+#ifdef FUSED_OPS_WITH_CUDA
+// Whether every offset inside one sample of the view, positions included, fits in 32 bits.
+bool offsets_fit_in_32_bits(const ChannelView& view);
+
+// Whether x and out of the view both hold a sample's positions at stride 1, with one channel
+// stride: the CONTIGUOUS kernel variants.
+bool positions_contiguous(const ChannelView& view);
+
+// The variant of `kernel` (KERNEL_NAME of its triton_src module) for a call, from the table
+// the build generated: the most specific layout flavour the call allows (CONTIGUOUS, then the
+// strided view with 32-bit offsets, then 64-bit ones) that the kernel has, then its
+// single-pass tile with the smallest BLOCK_C that holds C, else its multi-pass tile.
+const Variant& choose_variant(const char* kernel, at::ScalarType dtype, int64_t channels,
+                              bool contiguous, bool fits_in_32_bits);
+#endif
 
 }  // namespace fused_ops
