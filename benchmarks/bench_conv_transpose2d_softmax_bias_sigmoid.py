@@ -37,6 +37,7 @@ TRITON_SRC = Path(__file__).resolve().parents[1] / "triton_src"
 def _load(name: str):
     spec = importlib.util.spec_from_file_location(f"bench_{name}", TRITON_SRC / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -81,7 +82,7 @@ def jit_forward(x, weight, conv_bias, bias, stride, padding, output_padding, sca
     x = x.contiguous()
 
     def launch(config, is_paired, col_start, col_end, groups, tiles):
-        config = dict(config)
+        config = {"ALIGNED": 0, **config}  # the JIT specializes on alignment by itself
         kernel = KERNEL[(n * groups * tiles,)](
             x, weights, conv_bias.reshape(-1), bias.reshape(-1), out,
             c_in, h, w, c_out, h_out, w_out, stride[0], stride[1], padding[0], padding[1], taps_h, taps_w,
@@ -113,11 +114,13 @@ def tile(block_m, block_k, num_warps, num_stages, block_n=128):
 
 
 def aot_tiles():
-    """The AOT table's tiles, by tiling, in the launcher's order of preference."""
+    """The AOT table's tiles, by tiling, in the launcher's order of preference (an aligned and
+    an unaligned variant of one tile count once: the JIT specializes on alignment itself)."""
     table = {True: [], False: []}
     for v in kernels.VARIANTS:
-        v = dict(v)
-        table[bool(v.pop("PAIRED"))].append({k: val for k, val in v.items() if k != "BREAKDOWN"})
+        config = {k: val for k, val in v.items() if k not in ("PAIRED", "BREAKDOWN", "ALIGNED")}
+        if config not in table[bool(v["PAIRED"])]:
+            table[bool(v["PAIRED"])].append(config)
     return table
 
 
@@ -147,7 +150,7 @@ def sweep_configs(quick: bool) -> list[dict]:
 def sm89_shared_bytes(config, paired: bool) -> int | None:
     """Shared memory of the config compiled for sm_89 (the RTX 4090 allows 99 KB per block)."""
     aot = _load("aot")
-    variant = dict(config, PAIRED=int(paired), BREAKDOWN=0)
+    variant = dict({"ALIGNED": 0, **config}, PAIRED=int(paired), BREAKDOWN=0)
     job = aot.Job(str(TRITON_SRC / "conv_transpose2d_softmax_bias_sigmoid.py"), kernels.KERNEL_NAME, "fp32",
                   tuple(sorted(variant.items())), 89, False)
     try:

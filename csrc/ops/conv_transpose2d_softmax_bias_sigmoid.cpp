@@ -138,9 +138,10 @@ constexpr const char* kKernel = "conv_transpose2d_softmax_bias_sigmoid";
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// The first variant of the tiling (table order) whose channel tile holds C_out and whose image
-// on this device fits its shared memory per block; nullptr if none does.
-const Variant* choose_variant(bool paired, int64_t out_channels, int device) {
+// The first variant of the tiling (table order) that the call's alignment allows (ALIGNED ones
+// only where `aligned`), whose channel tile holds C_out and whose image on this device fits its
+// shared memory per block; nullptr if none does.
+const Variant* choose_variant(bool paired, bool aligned, int64_t out_channels, int device) {
   int shared_limit = 0;
   C10_CUDA_CHECK(
       cudaDeviceGetAttribute(&shared_limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
@@ -149,12 +150,17 @@ const Variant* choose_variant(bool paired, int64_t out_channels, int device) {
     const Variant& candidate = table.variants[i];
     if (std::strcmp(candidate.kernel, kKernel) == 0 &&
         candidate.constexpr_value("PAIRED") == static_cast<int64_t>(paired) &&
+        (aligned || candidate.constexpr_value("ALIGNED") == 0) &&
         candidate.constexpr_value("BLOCK_N") >= out_channels &&
         image_for(candidate, device).shared_bytes <= shared_limit) {
       return &candidate;
     }
   }
   return nullptr;
+}
+
+bool aligned_16(const at::Tensor& t) {
+  return reinterpret_cast<uintptr_t>(t.const_data_ptr()) % 16 == 0;
 }
 
 // The weight rearranged for the kernel: [phase (r_h, r_w)][C_out][tap (t_h, t_w)][C_in], where
@@ -174,8 +180,6 @@ at::Tensor conv_transpose2d_softmax_bias_sigmoid_cuda(
     const at::Tensor& bias, at::IntArrayRef stride, at::IntArrayRef padding,
     at::IntArrayRef output_padding, double scale) {
   const auto shape = check_inputs(x, weight, conv_bias, bias, stride, padding, output_padding);
-  TORCH_CHECK(x.scalar_type() != at::kDouble, kOp,
-              ": float64 is supported on the CPU only; on CUDA use float32, float16 or bfloat16");
   const c10::cuda::CUDAGuard guard(x.device());
   const int device = x.get_device();
   const int64_t batch = x.size(0), in_channels = x.size(1), in_height = x.size(2),
@@ -191,20 +195,24 @@ at::Tensor conv_transpose2d_softmax_bias_sigmoid_cuda(
   // stride_w == 2: both column phases from one program, stored as contiguous rows; the last
   // column of an odd-width output, and every other stride, go to the per-phase tiling.
   const bool paired = stride[1] == 2;
-  const Variant* paired_variant =
-      paired ? choose_variant(true, out_channels, device) : nullptr;
-  const Variant* single_variant = choose_variant(false, out_channels, device);
   // The kernel's convolution is TF32, as ATen's is unless TF32 is turned off for cuDNN.
   const bool tf32 = at::globalContext().allowTF32CuDNN();
-  if (x.scalar_type() != at::kFloat || !tf32 || !offsets_fit || single_variant == nullptr ||
-      (paired && paired_variant == nullptr)) {
+  if (x.scalar_type() != at::kFloat || !tf32 || !offsets_fit) {
     return unfused(x, weight, conv_bias, bias, stride, padding, output_padding, scale);
   }
-
   at::Tensor out = at::empty({batch, out_channels, out_height, out_width}, x.options());
   if (out.numel() == 0) return out;
   const at::Tensor input = x.contiguous();
   const at::Tensor weights = phase_weight(weight, taps_h, taps_w, stride);
+  const bool aligned = aligned_16(input) && aligned_16(weights) && aligned_16(out) &&
+                       in_channels % 16 == 0 && in_height % 16 == 0 && in_width % 16 == 0 &&
+                       out_channels % 16 == 0;
+  const Variant* paired_variant =
+      paired ? choose_variant(true, aligned, out_channels, device) : nullptr;
+  const Variant* single_variant = choose_variant(false, aligned, out_channels, device);
+  if (single_variant == nullptr || (paired && paired_variant == nullptr)) {
+    return unfused(x, weight, conv_bias, bias, stride, padding, output_padding, scale);
+  }
   const at::Tensor conv_bias_flat =
       conv_bias ? conv_bias->reshape({-1}).contiguous() : at::zeros({out_channels}, x.options());
   const at::Tensor bias_flat = bias.reshape({-1}).contiguous();
