@@ -41,6 +41,8 @@ _PTX_PARAM = re.compile(r"\.param\s+\.(\w+)(\s+\.ptr)?[^,)]*?_param_(\d+)")
 _PTX_KIND = {("u64", True): "Pointer", ("u64", False): "Int64", ("b64", False): "Int64",
              ("u32", False): "Int32", ("b32", False): "Int32", ("s32", False): "Int32",
              ("f32", False): "Float32", ("f64", False): "Float64"}
+# A 16- or 8-byte global access: a vector load or store, or an asynchronous copy to shared memory.
+_WIDE_ACCESS = re.compile(r"\b(ld|st)\.global(\.\w+)*\.v[248]\.|\bcp\.async\.\w+\.shared\.global[^;]*,\s*(16|8|0x10|0x8)\s*(,|;)")
 _SIGNATURE_KIND = {"i32": "Int32", "i64": "Int64", "fp32": "Float32", "fp64": "Float64"}
 
 
@@ -164,7 +166,7 @@ def compile_job(job: Job) -> Compiled:
     ptx = compiled.asm["ptx"]
     # A divisibility promise that reaches the compiler shows up as vector accesses; none means
     # this Triton version read the hint differently, and the variant would be slow for nothing.
-    if divisible and not re.search(r"\b(ld|st)\.global(\.\w+)*\.v[248]\.", ptx):
+    if divisible and not _WIDE_ACCESS.search(ptx):
         raise RuntimeError(f"{job.kernel} ({job.dtype}, {variant}): compiled with divisibility hints "
                            f"for {divisible} but issues no vector load or store")
     params = ptx_params(ptx, meta.name)
