@@ -28,6 +28,7 @@
 
 #include "kernel_table.h"
 #include "launcher.h"
+#include "ops/softmax_bias_sigmoid.h"
 #endif
 
 namespace fused_ops {
@@ -236,7 +237,7 @@ at::Tensor conv_transpose2d_softmax_bias_sigmoid_cuda(
         .integer(taps_h).integer(taps_w)
         .integer(col_start).integer(col_end)
         .integer(tiles).integer(groups * tiles)
-        .f32(static_cast<float>(scale));
+        .real(kernel_scale(x.scalar_type(), scale));
     launch(args, static_cast<uint32_t>(programs), device, stream);
   };
 
