@@ -35,7 +35,7 @@ TRITON_SRC = Path(__file__).resolve().parents[1] / "triton_src"
 
 
 def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", TRITON_SRC / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"triton_src_{name}", TRITON_SRC / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)

@@ -14,7 +14,7 @@ import traceback
 import torch
 
 import fused_ops  # noqa: F401  (registers torch.ops.fused)
-from conftest import assert_matches_reference
+from conftest import assert_matches_reference, reference_gradients
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 SHAPES = [
@@ -70,7 +70,57 @@ def forward_cases():
                 yield name, forward_case(shape, dtype, layout)
 
 
-CASES = [*forward_cases()]
+def backward_case(shape, dtype, layout, scale=-1.5):
+    def run():
+        generator = torch.Generator().manual_seed(1)
+        x = (torch.randn(shape, dtype=torch.float64, generator=generator) * 3).to(dtype)
+        view = dict(layouts(x))[layout]
+        bias = torch.randn(shape[1], dtype=torch.float64, generator=generator).to(dtype)
+        grad_out = torch.randn(shape, dtype=torch.float64, generator=generator).to(dtype)
+        grad_x, grad_bias = torch.ops.fused.softmax_bias_sigmoid_backward(
+            to_cuda(grad_out), to_cuda(view), bias.cuda(), scale)
+        expected_x, expected_bias = reference_gradients(view, bias, scale, grad_out)
+        tolerance = 1e-5 if dtype == torch.float32 else 3e-2
+        assert (grad_x.cpu().double() - expected_x).abs().max().item() <= tolerance
+        assert (grad_bias.cpu().double() - expected_bias).abs().max().item() <= tolerance * shape[0] * 64
+    return run
+
+
+def backward_cases():
+    for shape in SHAPES:
+        for dtype in (torch.float32, torch.bfloat16):
+            for layout in ("contiguous", "channels_last", "misaligned"):
+                if layout == "channels_last" and len(shape) != 4:
+                    continue
+                name = f"softmax_bias_sigmoid_backward {shape} {str(dtype).removeprefix('torch.')} {layout}"
+                yield name, backward_case(shape, dtype, layout)
+
+
+def conv_case(config):
+    """fused::conv_transpose2d_softmax_bias_sigmoid: (N, C_in, H, W, C_out, kernel, stride,
+    padding, output_padding), against float64 ATen; TF32 on CUDA as PyTorch's own convolution."""
+    def run():
+        n, c_in, h, w, c_out, kernel, stride, padding, output_padding = config
+        generator = torch.Generator().manual_seed(2)
+        x = torch.rand(n, c_in, h, w, dtype=torch.float64, generator=generator)
+        weight = (torch.rand(c_in, c_out, kernel, kernel, dtype=torch.float64, generator=generator) - 0.5) / 8
+        conv_bias = torch.rand(c_out, dtype=torch.float64, generator=generator) - 0.5
+        bias = torch.randn(c_out, dtype=torch.float64, generator=generator)
+        geometry = ([stride] * 2, [padding] * 2, [output_padding] * 2)
+        out = torch.ops.fused.conv_transpose2d_softmax_bias_sigmoid(
+            x.float().cuda(), weight.float().cuda(), conv_bias.float().cuda(), bias.float().cuda(), *geometry, 2.0)
+        y = torch.nn.functional.conv_transpose2d(x, weight, conv_bias, *geometry)
+        expected = torch.sigmoid((torch.softmax(y, dim=1) + bias.reshape(1, -1, 1, 1)) * 2.0)
+        assert (out.cpu().double() - expected).abs().max().item() <= 1e-4
+    return run
+
+
+# The workload's layer at batch 1, an even output width, a stride of 3, a C_out of no power of 2.
+CONV_CONFIGS = [(1, 64, 16, 16, 128, 4, 2, 1, 1), (1, 16, 7, 8, 32, 4, 2, 1, 0),
+                (1, 8, 5, 6, 16, 3, 3, 0, 0), (1, 12, 6, 6, 100, 4, 2, 1, 1)]
+
+CASES = [*forward_cases(), *backward_cases(),
+         *((f"conv_transpose2d_softmax_bias_sigmoid {c}", conv_case(c)) for c in CONV_CONFIGS)]
 
 
 def main(argv):

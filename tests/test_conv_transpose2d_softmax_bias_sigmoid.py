@@ -184,6 +184,19 @@ def test_cuda_workload_layer():
 
 
 @pytest.mark.cuda
+def test_cuda_workload_layer_runs_the_fused_kernel():
+    """The right answer could also come from the fallback (ATen's convolution and the tail):
+    the profiler shows that the workload's configuration runs the fused kernel."""
+    x, weight, cb, bias = make_inputs(WORKLOAD_CONFIG, torch.float32, "cuda")
+    op(x, weight, cb, bias, *geometry(WORKLOAD_CONFIG), 2.0)  # loads the image outside the profile
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as profile:
+        op(x, weight, cb, bias, *geometry(WORKLOAD_CONFIG), 2.0)
+        torch.cuda.synchronize()
+    kernels = {event.name for event in profile.events()}
+    assert any(name.startswith("conv_transpose2d_softmax_bias_sigmoid") for name in kernels), kernels
+
+
+@pytest.mark.cuda
 @pytest.mark.parametrize("config", CONFIGS + [(3, 32, 17, 20, 128, 4, 2, 1, 1), (2, 70, 11, 13, 100, 3, 2, 0, 1),
                                               (2, 16, 12, 12, 64, 4, 4, 0, 0), (1, 64, 33, 32, 128, 2, 2, 0, 0)],
                          ids=str)
