@@ -54,6 +54,8 @@ struct Variant {
   }
 };
 
+// Variants appear kernel by kernel in the order of each module's VARIANTS, so a launcher may
+// take the first one that fits a call.
 struct KernelTable {
   const Variant* variants;
   size_t size;

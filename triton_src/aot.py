@@ -263,7 +263,9 @@ def main(argv=None) -> int:
                   f"{len(result.cubin)} B cubin, {result.shared_bytes} B shared "
                   f"({time.monotonic() - start:.0f} s)", flush=True)
 
-    results.sort(key=lambda r: (r.job.kernel, r.job.variant, r.job.dtype, r.job.arch))
+    # The table keeps each module's VARIANTS order: a launcher may take the first that fits.
+    order = {job: index for index, job in enumerate(jobs)}
+    results.sort(key=lambda r: order[r.job])
     source = render(results, archs)
     target = args.out_dir / "aot_kernels.cpp"
     # Rewriting identical output would force a recompile of the largest source in the build.
