@@ -113,6 +113,14 @@ def _channel_max(x):
 
 
 @triton.jit
+def _exp_and_inverse_sum(x):
+    """For a [BLOCK_C, BLOCK_S] tile holding every channel: exp(x - max) per channel, and
+    1 / sum(exp) per position."""
+    e = tl.exp2((x - _channel_max(x)[None, :]) * LOG2E)
+    return e, 1.0 / tl.sum(e, axis=0)
+
+
+@triton.jit
 def _to_compute(x):
     """The type the math runs in: fp64 for fp64, else fp32 (as at::opmath_type)."""
     if x.dtype != tl.float64:
@@ -185,60 +193,6 @@ def _channels_last_rows(x_ptr, bias_ptr, out_ptr, num_channels, num_rows, row_st
 
 
 @triton.jit
-def _channel_tiles(
-    x_ptr, bias_ptr, out_ptr,
-    num_channels, num_positions, inner_size, num_position_blocks,
-    x_stride_n, x_stride_c, x_stride_outer, x_stride_inner,
-    out_stride_n, out_stride_c, out_stride_outer, out_stride_inner,
-    scale,
-    BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr, SINGLE_PASS: tl.constexpr,
-    CONTIGUOUS: tl.constexpr, index: tl.constexpr,
-):
-    """[BLOCK_C channels, BLOCK_S positions] tiles of one sample (contiguous NCHW or the
-    strided view); the softmax runs along axis 0."""
-    pid = tl.program_id(0)
-    n = (pid // num_position_blocks).to(tl.int64)
-    s = (pid % num_position_blocks).to(index) * BLOCK_S + tl.arange(0, BLOCK_S).to(index)
-    position_mask = s < num_positions
-    x_base = x_ptr + n * x_stride_n
-    out_base = out_ptr + n * out_stride_n
-    if CONTIGUOUS:
-        x_cols = s
-        out_cols = s
-    else:
-        outer = s // inner_size
-        inner = s - outer * inner_size
-        x_cols = outer * x_stride_outer + inner * x_stride_inner
-        out_cols = outer * out_stride_outer + inner * out_stride_inner
-    channel_offsets = tl.arange(0, BLOCK_C)
-
-    if SINGLE_PASS:
-        x, channels, channel_mask, mask = _load_channels(
-            x_base, channel_offsets, num_channels, x_stride_c, x_cols, position_mask, index)
-        row_max = _channel_max(x)
-        e = tl.exp2((x - row_max[None, :]) * LOG2E)
-        inv_denominator = 1.0 / tl.sum(e, axis=0)
-        y = _epilogue(e, inv_denominator, bias_ptr, channel_offsets, channel_mask, scale)
-        if CONTIGUOUS:
-            # Same strides: the load's offsets serve the store.
-            out_offsets = channels[:, None] * x_stride_c + x_cols[None, :]
-        else:
-            out_offsets = channels[:, None] * out_stride_c + out_cols[None, :]
-        tl.store(out_base + out_offsets, y.to(out_ptr.dtype.element_ty), mask=mask)
-    else:
-        reference, inv_denominator = _softmax_statistics(
-            x_base, channel_offsets, num_channels, x_stride_c, x_cols, position_mask, index,
-            BLOCK_C, BLOCK_S)
-        for c0 in range(0, num_channels, BLOCK_C):
-            x, channels, channel_mask, mask = _load_channels(
-                x_base, c0 + channel_offsets, num_channels, x_stride_c, x_cols, position_mask, index)
-            e = tl.exp2((x - reference[None, :]) * LOG2E)
-            y = _epilogue(e, inv_denominator, bias_ptr, c0 + channel_offsets, channel_mask, scale)
-            tl.store(out_base + channels[:, None] * out_stride_c + out_cols[None, :],
-                     y.to(out_ptr.dtype.element_ty), mask=mask)
-
-
-@triton.jit
 def softmax_bias_sigmoid(
     x_ptr, bias_ptr, out_ptr,
     num_channels, num_positions, inner_size, num_position_blocks,
@@ -255,7 +209,43 @@ def softmax_bias_sigmoid(
         _channels_last_rows(x_ptr, bias_ptr, out_ptr, num_channels, num_positions, x_stride_inner,
                             scale, BLOCK_C, BLOCK_S, index)
     else:
-        _channel_tiles(x_ptr, bias_ptr, out_ptr, num_channels, num_positions, inner_size,
-                       num_position_blocks, x_stride_n, x_stride_c, x_stride_outer, x_stride_inner,
-                       out_stride_n, out_stride_c, out_stride_outer, out_stride_inner, scale,
-                       BLOCK_C, BLOCK_S, SINGLE_PASS, CONTIGUOUS, index)
+        # [BLOCK_C channels, BLOCK_S positions] tiles of one sample (contiguous NCHW or the
+        # strided view); the softmax runs along axis 0.
+        pid = tl.program_id(0)
+        n = (pid // num_position_blocks).to(tl.int64)
+        s = (pid % num_position_blocks).to(index) * BLOCK_S + tl.arange(0, BLOCK_S).to(index)
+        position_mask = s < num_positions
+        x_base = x_ptr + n * x_stride_n
+        out_base = out_ptr + n * out_stride_n
+        if CONTIGUOUS:
+            x_cols = s
+            out_cols = s
+        else:
+            outer = s // inner_size
+            inner = s - outer * inner_size
+            x_cols = outer * x_stride_outer + inner * x_stride_inner
+            out_cols = outer * out_stride_outer + inner * out_stride_inner
+        channel_offsets = tl.arange(0, BLOCK_C)
+
+        if SINGLE_PASS:
+            x, channels, channel_mask, mask = _load_channels(
+                x_base, channel_offsets, num_channels, x_stride_c, x_cols, position_mask, index)
+            e, inv_denominator = _exp_and_inverse_sum(x)
+            y = _epilogue(e, inv_denominator, bias_ptr, channel_offsets, channel_mask, scale)
+            if CONTIGUOUS:
+                # Same strides: the load's offsets serve the store.
+                out_offsets = channels[:, None] * x_stride_c + x_cols[None, :]
+            else:
+                out_offsets = channels[:, None] * out_stride_c + out_cols[None, :]
+            tl.store(out_base + out_offsets, y.to(out_ptr.dtype.element_ty), mask=mask)
+        else:
+            reference, inv_denominator = _softmax_statistics(
+                x_base, channel_offsets, num_channels, x_stride_c, x_cols, position_mask, index,
+                BLOCK_C, BLOCK_S)
+            for c0 in range(0, num_channels, BLOCK_C):
+                x, channels, channel_mask, mask = _load_channels(
+                    x_base, c0 + channel_offsets, num_channels, x_stride_c, x_cols, position_mask, index)
+                e = tl.exp2((x - reference[None, :]) * LOG2E)
+                y = _epilogue(e, inv_denominator, bias_ptr, c0 + channel_offsets, channel_mask, scale)
+                tl.store(out_base + channels[:, None] * out_stride_c + out_cols[None, :],
+                         y.to(out_ptr.dtype.element_ty), mask=mask)

@@ -20,7 +20,7 @@ This module is read at build time only (by triton_src/aot.py); nothing imports i
 import triton
 import triton.language as tl
 
-from softmax_bias_sigmoid import LOG2E, _channel_max, _epilogue, _load_channels, _softmax_statistics
+from softmax_bias_sigmoid import LOG2E, _epilogue, _exp_and_inverse_sum, _load_channels, _softmax_statistics
 
 KERNEL_NAME = "softmax_bias_sigmoid_backward"
 
@@ -140,9 +140,7 @@ def softmax_bias_sigmoid_backward(
     if SINGLE_PASS:
         x, channels, channel_mask, mask = _load_channels(
             x_base, channel_offsets, num_channels, x_stride_c, x_cols, position_mask, index)
-        row_max = _channel_max(x)
-        e = tl.exp2((x - row_max[None, :]) * LOG2E)
-        inv_denominator = 1.0 / tl.sum(e, axis=0)
+        e, inv_denominator = _exp_and_inverse_sum(x)
         p, grad_p = _grad_p(e, inv_denominator, bias_ptr, channel_offsets, channel_mask, grad_out_base,
                             channels[:, None] * grad_out_stride_c + grad_out_cols[None, :], mask, scale)
         grad_x = p * (grad_p - tl.sum(p * grad_p, axis=0)[None, :])
