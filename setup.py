@@ -93,9 +93,11 @@ class BuildWithKernels(BuildExtension):
 def extension():
     sources = [str(p.relative_to(ROOT)) for p in sorted(CSRC.glob("*.cpp")) + sorted(CSRC.glob("*/*.cpp"))
                if p.parent.name != "apps"]
-    cxx_flags = ["-O3"]
+    # -fopenmp: at::parallel_for in the CPU kernels is an OpenMP loop compiled into this library;
+    # without it the kernels run on one thread. The OpenMP runtime is torch's own libgomp.
+    cxx_flags = ["-O3", "-fopenmp"]
     include_dirs = [str(CSRC)]
-    extra_link_args = []
+    extra_link_args = ["-fopenmp"]
     libraries = []
     if WITH_CUDA:
         cuda_includes, cudart = cuda_include_and_runtime()
