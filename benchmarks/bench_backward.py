@@ -17,17 +17,14 @@ DIR/softmax_bias_sigmoid_backward-<device>.json. A dev tool: it imports Triton, 
 from __future__ import annotations
 
 import argparse
-import json
-import re
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
 import torch
 
 import fused_ops
-from bench_softmax_bias_sigmoid import REPEAT_MS, WARMUP_MS, WORKLOAD, Case, make_input, time_ms, triton
+from bench_softmax_bias_sigmoid import TIMING, WORKLOAD, Case, make_input, run_info, time_ms, write_results
 from fused_ops.__main__ import GPU_CASE, MODEL_ARGS, reference_tail
 
 SCALE = 2.0
@@ -124,10 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         print("bench_backward: needs a CUDA GPU; torch sees none")
         return 2
-    device_name = torch.cuda.get_device_name()
-    images = sorted({line.rsplit(": ", 1)[-1] for line in fused_ops.kernel_images("cuda")})
-    print(f"{device_name}; torch {torch.__version__}; triton {triton.__version__ if triton else None}; "
-          f"fused_ops kernel image: {', '.join(images)}")
+    info = run_info("softmax_bias_sigmoid_backward")
 
     kernel_results = []
     for case in KERNEL_CASES:
@@ -143,28 +137,16 @@ def main(argv: list[str] | None = None) -> int:
           + f"; ModelNew / compile(Model) {training['ModelNew_over_compile']:.2f}; input grad rel err vs Model "
           + ", ".join(f"{name} {err:.1e}" for name, err in training["input_grad_max_rel_err_vs_Model"].items()))
 
-    slug = re.sub(r"[^a-z0-9]+", "-", device_name.lower()).strip("-")
-    args.out.mkdir(parents=True, exist_ok=True)
     report = {
-        "op": "softmax_bias_sigmoid_backward",
-        "device": device_name,
-        "capability": "sm_{}{}".format(*torch.cuda.get_device_capability()),
-        "torch": torch.__version__,
-        "triton": triton.__version__ if triton else None,
-        "fused_ops_built_for": fused_ops.BUILT_FOR,
-        "kernel_image": images,
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "timing": (f"median of triton.testing.do_bench(warmup={WARMUP_MS} ms, rep={REPEAT_MS} ms), L2 cleared "
-                   "before each run" if triton else "median of 50 runs timed with CUDA events"),
+        **info,
+        "timing": TIMING,
         "bytes": "x and grad_out read once plus grad_x written once; copy_1.5x moves the same",
         "tf32_conv": torch.backends.cudnn.allow_tf32,
         "scale": SCALE,
         "kernel_cases": kernel_results,
         "training_step": training,
     }
-    json_path = args.out / f"softmax_bias_sigmoid_backward-{slug}.json"
-    json_path.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"wrote {json_path}")
+    write_results(report, args.out)
     failed = [r["case"] for r in kernel_results if not r["passed"]]
     if failed:
         print(f"FAIL: the backward is off in {len(failed)} case(s): {', '.join(failed)}")

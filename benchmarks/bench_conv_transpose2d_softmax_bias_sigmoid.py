@@ -19,11 +19,8 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
-import re
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -183,11 +180,11 @@ def main(argv=None) -> int:
     import fused_ops
     from fused_ops import Model, ModelNew
 
+    from bench_softmax_bias_sigmoid import run_info, write_results
+
     started = time.monotonic()
-    device_name = torch.cuda.get_device_name()
-    images = sorted({line.rsplit(": ", 1)[-1] for line in fused_ops.kernel_images("cuda")})
-    print(f"{device_name}; torch {torch.__version__}; triton {triton.__version__}; "
-          f"fused_ops kernel image: {', '.join(images)}; TF32 convolutions: {torch.backends.cudnn.allow_tf32}")
+    info = run_info("conv_transpose2d_softmax_bias_sigmoid")
+    print(f"TF32 convolutions: {torch.backends.cudnn.allow_tf32}")
     seed = int(time.time())
     torch.manual_seed(seed)
     model = Model(*MODEL_ARGS).cuda()
@@ -197,11 +194,7 @@ def main(argv=None) -> int:
     geometry = (conv.stride, conv.padding, conv.output_padding)
     scale = model.scaling_factor
     x = torch.rand(X_SHAPE, device="cuda")
-    report = {"op": "conv_transpose2d_softmax_bias_sigmoid", "device": device_name,
-              "capability": "sm_{}{}".format(*torch.cuda.get_device_capability()),
-              "torch": torch.__version__, "triton": triton.__version__, "seed": seed,
-              "fused_ops_built_for": fused_ops.BUILT_FOR, "kernel_image": images,
-              "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    report = {**info, "seed": seed,
               "timing": "median of triton.testing.do_bench, L2 cleared before each run",
               "workload": {"x": list(X_SHAPE), "model_args": list(MODEL_ARGS[:6]) + [list(MODEL_ARGS[6]), MODEL_ARGS[7]]}}
 
@@ -291,11 +284,8 @@ def main(argv=None) -> int:
             print(f"  breakdown {label} {describe(config)}: {breakdown[label]}", flush=True)
     report["breakdown_ms"] = breakdown
 
-    slug = re.sub(r"[^a-z0-9]+", "-", device_name.lower()).strip("-") + ("-quick" if args.quick else "")
-    args.out.mkdir(parents=True, exist_ok=True)
-    json_path = args.out / f"conv_transpose2d_softmax_bias_sigmoid-{slug}.json"
-    json_path.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"wrote {json_path} ({time.monotonic() - started:.0f} s)")
+    write_results(report, args.out, "-quick" if args.quick else "")
+    print(f"({time.monotonic() - started:.0f} s)")
 
     # The short table, last.
     eager = timings.get("Model, eager")

@@ -107,6 +107,38 @@ def seed_skip_reason(x: torch.Tensor) -> str | None:
     return None
 
 
+TIMING = (f"median of triton.testing.do_bench(warmup={WARMUP_MS} ms, rep={REPEAT_MS} ms), L2 cleared before "
+          "each run" if triton else "median of 50 runs timed with CUDA events")
+
+
+def run_info(op: str) -> dict:
+    """The head of every results file in benchmarks/results/: the op, the GPU, the versions, the
+    kernel images the library runs from there, and the date. Printed as one line too."""
+    info = {
+        "op": op,
+        "device": torch.cuda.get_device_name(),
+        "capability": "sm_{}{}".format(*torch.cuda.get_device_capability()),
+        "torch": torch.__version__,
+        "triton": triton.__version__ if triton else None,
+        "fused_ops_built_for": fused_ops.BUILT_FOR,
+        "kernel_image": sorted({line.rsplit(": ", 1)[-1] for line in fused_ops.kernel_images("cuda")}),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    print(f"{info['device']}; torch {info['torch']}; triton {info['triton']}; "
+          f"fused_ops kernel image: {', '.join(info['kernel_image'])}")
+    return info
+
+
+def write_results(report: dict, out: Path, suffix: str = "") -> Path:
+    """report as out/<op>-<device><suffix>.json."""
+    slug = re.sub(r"[^a-z0-9]+", "-", report["device"].lower()).strip("-") + suffix
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{report['op']}-{slug}.json"
+    path.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"wrote {path}")
+    return path
+
+
 def verify(x: torch.Tensor, bias: torch.Tensor) -> float:
     """Max abs error of the op against the eager tail computed in fp32 from the same input."""
     # The op allocates its output; leaving NaN in the block the caching allocator hands out
@@ -261,10 +293,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if triton is None:
         print("triton not importable: timing with CUDA events; no seed kernel, and torch.compile will fail")
-    device_name = torch.cuda.get_device_name()
-    images = sorted({line.rsplit(": ", 1)[-1] for line in fused_ops.kernel_images("cuda")})
-    print(f"{device_name}; torch {torch.__version__}; triton {triton.__version__ if triton else None}; "
-          f"fused_ops kernel image: {', '.join(images)}")
+    info = run_info("softmax_bias_sigmoid")
 
     cases = QUICK_CASES if args.quick else default_cases()
     results = []
@@ -277,38 +306,28 @@ def main(argv: list[str] | None = None) -> int:
         torch.cuda.empty_cache()  # cases differ in size; keep the allocator's pool from growing with each
     print_table(results)
     summary = goals(results)
-    startup = {"native": startup_ms({}), "FUSED_OPS_ARCH=sm_89 (PTX JIT)": startup_ms({"FUSED_OPS_ARCH": "sm_89"})}
     print(f"\nlarge cases (>= {LARGE_BYTES >> 20} MB) within {LARGE_GOAL}x of a copy: "
           f"{summary['large_within_goal']}/{summary['large_cases']}; over: {summary['large_over_goal'] or 'none'}")
     print(f"faster than torch.compile of the tail: {summary['faster_than_compile']}/{summary['cases_vs_compile']}; "
           f"not: {summary['not_faster_than_compile'] or 'none'}")
-    print("first call in a fresh process (import fused_ops + first call, ms): "
-          + ", ".join(f"{name} {ms:.1f}" for name, ms in startup.items()))
-
-    slug = re.sub(r"[^a-z0-9]+", "-", device_name.lower()).strip("-") + ("-quick" if args.quick else "")
-    args.out.mkdir(parents=True, exist_ok=True)
     report = {
-        "op": "softmax_bias_sigmoid",
-        "device": device_name,
-        "capability": "sm_{}{}".format(*torch.cuda.get_device_capability()),
-        "torch": torch.__version__,
-        "triton": triton.__version__ if triton else None,
-        "fused_ops_built_for": fused_ops.BUILT_FOR,
-        "kernel_image": images,
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "timing": (f"median of triton.testing.do_bench(warmup={WARMUP_MS} ms, rep={REPEAT_MS} ms), L2 cleared "
-                   "before each run" if triton else "median of 50 runs timed with CUDA events"),
+        **info,
+        "timing": TIMING,
         "bytes": "x read once plus out written once, in logical elements (a strided view reads more)",
         "scale": SCALE,
         "goals": summary,
-        "startup_ms": startup,
+        "startup_ms": None,
         "cases": results,
     }
-    json_path = args.out / f"softmax_bias_sigmoid-{slug}.json"
-    json_path.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"wrote {json_path}")
-    plot(results, f"softmax_bias_sigmoid on {device_name}, torch {torch.__version__}",
-         json_path.with_suffix(".png"))
+    # Written before the start-up runs, and again with them: a run cut short keeps its sweep.
+    suffix = "-quick" if args.quick else ""
+    json_path = write_results(report, args.out, suffix)
+    plot(results, f"softmax_bias_sigmoid on {info['device']}, torch {torch.__version__}", json_path.with_suffix(".png"))
+    report["startup_ms"] = {"native": startup_ms({}),
+                            "FUSED_OPS_ARCH=sm_89 (PTX JIT)": startup_ms({"FUSED_OPS_ARCH": "sm_89"})}
+    print("first call in a fresh process (import fused_ops + first call, ms): "
+          + ", ".join(f"{name} {ms:.1f}" for name, ms in report["startup_ms"].items()))
+    write_results(report, args.out, suffix)
 
     failed = [r["case"] for r in results if not r["passed"]]
     if failed:
