@@ -132,6 +132,26 @@ def test_invalid_inputs_name_the_problem(case):
             op(*(v.to("meta") if isinstance(v, torch.Tensor) else v for v in kwargs.values()), 2.0)
 
 
+def test_library_keeps_the_variant_order():
+    """The launcher takes the first variant that fits a call, so the library's table must list
+    them in the order the kernel module declares (aligned before unaligned, the fast tile first)."""
+    if importlib.util.find_spec("triton") is None:
+        pytest.skip("triton is not installed")
+    spec = importlib.util.spec_from_file_location(
+        "conv_kernel_module", os.path.join(REPO, "triton_src", "conv_transpose2d_softmax_bias_sigmoid.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    declared = [",".join(f"{key}={value}" for key, value in sorted(variant.items()) if key != "num_warps")
+                for variant in module.VARIANTS]
+    listed = []
+    for line in fused_ops.kernel_images():
+        if line.startswith(module.KERNEL_NAME + " "):
+            constexprs = line.rsplit(": ", 1)[0].split(" ")[-1]
+            if constexprs not in listed:
+                listed.append(constexprs)
+    assert listed == declared
+
+
 def test_triton_kernel_math_in_the_interpreter():
     """The Triton kernel itself, run by Triton's CPU interpreter through the benchmark's JIT
     launcher (the same tilings and grids as the C++ launcher), on tiny shapes of every tiling."""
