@@ -52,8 +52,8 @@ void run(const at::Tensor& x, const at::Tensor& bias, double scale, const Channe
         const int64_t s = first + j;
         const int64_t outer = s / v.inner_size;
         const int64_t inner = s - outer * v.inner_size;
-        x_offset[j] = n * v.x.n + outer * v.x.outer + inner * v.x.inner;
-        out_offset[j] = n * v.out.n + outer * v.out.outer + inner * v.out.inner;
+        x_offset[j] = v.x.offset(n, outer, inner);
+        out_offset[j] = v.out.offset(n, outer, inner);
       }
       // Gathers and scatters stay in loops of their own, so that the arithmetic loops are
       // contiguous and vectorize.

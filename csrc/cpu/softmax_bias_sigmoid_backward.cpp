@@ -63,10 +63,9 @@ at::Tensor run(const at::Tensor& x, const at::Tensor& bias, const at::Tensor& gr
           const int64_t s = first + j;
           const int64_t outer = s / v.inner_size;
           const int64_t inner = s - outer * v.inner_size;
-          x_offset[j] = n * v.x.n + outer * v.x.outer + inner * v.x.inner;
-          grad_out_offset[j] = n * v.out.n + outer * v.out.outer + inner * v.out.inner;
-          grad_x_offset[j] = n * bv.grad_x.out.n + outer * bv.grad_x.out.outer +
-                             inner * bv.grad_x.out.inner;
+          x_offset[j] = v.x.offset(n, outer, inner);
+          grad_out_offset[j] = v.out.offset(n, outer, inner);
+          grad_x_offset[j] = bv.grad_x.out.offset(n, outer, inner);
           dot[j] = 0;
         }
         for (int64_t c = 0; c < channels; ++c) {

@@ -22,6 +22,11 @@ void check_softmax_bias_sigmoid_inputs(const at::Tensor& x, const at::Tensor& bi
 
 struct ChannelStrides {
   int64_t n, c, outer, inner;
+
+  // The element offset of channel 0 at position (outer, inner) of sample n.
+  int64_t offset(int64_t sample, int64_t outer_index, int64_t inner_index) const {
+    return sample * n + outer_index * outer + inner_index * inner;
+  }
 };
 
 struct ChannelView {
