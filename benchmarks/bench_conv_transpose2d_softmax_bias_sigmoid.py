@@ -228,7 +228,7 @@ def main(argv=None) -> int:
             except Exception as error:  # noqa: BLE001 - e.g. no compiler for torch.compile
                 timings[name] = f"unavailable: {type(error).__name__}: {str(error).strip()[:120]}"
             print(f"  {name}: {timings[name]}", flush=True)
-        del compiled_model
+        compiled_model = None  # frees its graphs (and their memory) before the gradient run
         torch.compiler.reset()
     with torch.enable_grad():
         timings["ModelNew, gradients enabled (conv + fused tail)"] = bench(lambda: model_new(x))

@@ -8,7 +8,8 @@ name its own ``dtypes`` instead). A signature type may say ``{dtype}``, ``{acc_d
 type the math runs in: fp64 for fp64, else fp32, as at::opmath_type) or any constexpr of the
 variant, such as ``i{INDEX_BITS}``. A module may define ``divisible_by_16(variant)``, the
 arguments that the variant is compiled to assume are multiples of 16; the table carries that
-promise to the launcher, which checks it on every call. Each (variant, dtype, arch) is compiled
+promise to the launcher, which checks it on every call; a promise about a pointer must show up as
+16- or 8-byte accesses in the PTX, or the build fails. Each (variant, dtype, arch) is compiled
 with an explicit ``GPUTarget``, so no GPU or driver is needed, in
 parallel across cores. The output, ``BUILD_DIR/aot_kernels.cpp``, holds the cubins (and the
 PTX of the highest non-"a" arch, which any newer GPU can JIT) as byte arrays plus the table
@@ -164,9 +165,9 @@ def compile_job(job: Job) -> Compiled:
         raise RuntimeError(f"{job.kernel} ({job.dtype}, {variant}) needs {meta.shared} B of shared memory "
                            f"per block; sm_{job.arch} allows {limit}")
     ptx = compiled.asm["ptx"]
-    # A divisibility promise that reaches the compiler shows up as vector accesses; none means
-    # this Triton version read the hint differently, and the variant would be slow for nothing.
-    if divisible and not _WIDE_ACCESS.search(ptx):
+    # A pointer's alignment promise that reaches the compiler shows up as vector accesses; none
+    # means this Triton version read the hint differently, and the variant would be slow for nothing.
+    if any(declared[name].startswith("*") for name in divisible) and not _WIDE_ACCESS.search(ptx):
         raise RuntimeError(f"{job.kernel} ({job.dtype}, {variant}): compiled with divisibility hints "
                            f"for {divisible} but issues no vector load or store")
     params = ptx_params(ptx, meta.name)

@@ -19,6 +19,13 @@ passes that promise to the compiler and into the kernel table, whose launcher re
 breaks it. It lets every access be 16 bytes wide. The workload's 129 x 129 rows are odd, so
 their channel rows start at every 4-byte offset and no position tile is 16-byte aligned in all
 rows: they run unaligned (benchmarks/NOTES.md has the measurements of the alternatives).
+Unaligned NCHW tiles of fp16 and bf16 are also compiled a second time (CHANNELS_BY_16) with the
+promise that C is a multiple of 16: the channel mask is then uniform in runs of 16 and Triton
+drops most per-element predicates (triton 3.8, sm_90: 100 registers instead of 121 for the
+workload's tile). Triton's JIT specializes on that by itself; the library's fp16 run of the
+workload shape went from 2.68x to 1.49x of a copy with it. In fp32 the same promise made the
+workload slower (0.790 -> 0.824 ms), and it did nothing for strided views, so neither has the
+twin (benchmarks/NOTES.md).
 
 A program owns BLOCK_S positions and every channel of them. When all channels fit in one tile
 (SINGLE_PASS) the whole softmax stays in registers and each element is read once; otherwise the
@@ -63,14 +70,16 @@ DTYPES = ("fp32", "fp16", "bf16")
 
 
 def divisible_by_16(variant: dict) -> tuple:
-    """The arguments an ALIGNED variant is compiled to assume are multiples of 16: what makes a
+    """The arguments a variant is compiled to assume are multiples of 16. ALIGNED: what makes a
     row of the tile's contiguous axis start on a 16-byte boundary and its mask constant in
-    16-element runs."""
-    if not variant.get("ALIGNED"):
-        return ()
-    if variant["CHANNELS_LAST"]:
-        return ("x_ptr", "out_ptr", "num_channels", "x_stride_inner")
-    return ("x_ptr", "out_ptr", "num_positions", "x_stride_n", "x_stride_c", "out_stride_n")
+    16-element runs. CHANNELS_BY_16: C."""
+    promised = ()
+    if variant.get("ALIGNED"):
+        promised = (("x_ptr", "out_ptr", "num_channels", "x_stride_inner") if variant["CHANNELS_LAST"]
+                    else ("x_ptr", "out_ptr", "num_positions", "x_stride_n", "x_stride_c", "out_stride_n"))
+    if variant.get("CHANNELS_BY_16") and "num_channels" not in promised:
+        promised += ("num_channels",)
+    return promised
 
 
 TUNING_FILE = Path(__file__).with_name("softmax_bias_sigmoid_tuning.json")
@@ -87,10 +96,24 @@ def _variants_from_tuning(path: Path = TUNING_FILE) -> list:
     return variants
 
 
+def with_channels_by_16(variants: list, wanted=lambda variant: True) -> list:
+    """The variants, each marked CHANNELS_BY_16=0, followed by a CHANNELS_BY_16=1 twin of each
+    `wanted` 32-bit single-pass tile of C >= 16 over channel rows: the same tile, compiled again
+    with the promise that C is a multiple of 16."""
+    twins = [dict(v, CHANNELS_BY_16=1) for v in variants
+             if v["SINGLE_PASS"] and not v.get("CHANNELS_LAST") and v["BLOCK_C"] >= 16 and v["INDEX_BITS"] == 32
+             and wanted(v)]
+    return [dict(v, CHANNELS_BY_16=0) for v in variants] + twins
+
+
+def _odd_half_precision_rows(variant: dict) -> bool:
+    return variant["CONTIGUOUS"] and not variant["ALIGNED"] and "fp32" not in variant["dtypes"]
+
+
 # float64 (gradcheck, reference work) on CUDA: correct everywhere rather than fast, so one
 # tile per layout flavour and the multi-pass tile where C is larger; not tuned.
-_FP64 = dict(CHANNELS_LAST=0, ALIGNED=0, dtypes=("fp64",))
-VARIANTS = _variants_from_tuning() + [
+_FP64 = dict(CHANNELS_LAST=0, ALIGNED=0, CHANNELS_BY_16=0, dtypes=("fp64",))
+VARIANTS = with_channels_by_16(_variants_from_tuning(), _odd_half_precision_rows) + [
     dict(_FP64, BLOCK_C=128, BLOCK_S=32, SINGLE_PASS=1, CONTIGUOUS=1, INDEX_BITS=32, num_warps=4),
     dict(_FP64, BLOCK_C=32, BLOCK_S=32, SINGLE_PASS=0, CONTIGUOUS=1, INDEX_BITS=32, num_warps=4),
     dict(_FP64, BLOCK_C=32, BLOCK_S=32, SINGLE_PASS=0, CONTIGUOUS=0, INDEX_BITS=32, num_warps=4),
@@ -201,8 +224,10 @@ def softmax_bias_sigmoid(
     scale,
     BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr, SINGLE_PASS: tl.constexpr,
     CONTIGUOUS: tl.constexpr, CHANNELS_LAST: tl.constexpr, ALIGNED: tl.constexpr,
-    INDEX_BITS: tl.constexpr,
+    INDEX_BITS: tl.constexpr, CHANNELS_BY_16: tl.constexpr = 0,
 ):
+    # ALIGNED and CHANNELS_BY_16 change nothing here: they name the divisibility promises
+    # (divisible_by_16) the variant is compiled with.
     index = tl.int64 if INDEX_BITS == 64 else tl.int32
     if CHANNELS_LAST:
         # The launcher passes all N * S rows as one sample, so small images still fill tiles.

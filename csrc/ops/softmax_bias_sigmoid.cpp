@@ -116,13 +116,14 @@ int64_t largest_offset(const ChannelView& v, const ChannelStrides& strides) {
          (v.inner_size - 1) * strides.inner;
 }
 
-// How a kernel walks the view: the layout constexprs its variant must have. Kernels without
-// channels_last or aligned variants (the backward) declare neither constexpr: they read as 0.
+// How a kernel walks the view, and what it may assume: the constexprs its variant must have.
+// Kernels without channels_last or aligned variants (the backward) declare neither constexpr:
+// they read as 0. channels_by_16 variants are compiled for C a multiple of 16.
 struct Flavour {
-  int64_t contiguous, channels_last, aligned, index_bits;
+  int64_t contiguous, channels_last, aligned, index_bits, channels_by_16 = 0;
 };
 
-using FlavourKey = std::tuple<std::string, std::string, int64_t, int64_t, int64_t, int64_t>;
+using FlavourKey = std::tuple<std::string, std::string, int64_t, int64_t, int64_t, int64_t, int64_t>;
 
 // The variants of one (kernel, dtype, flavour): single-pass tiles by ascending BLOCK_C, and
 // the multi-pass tile if there is one.
@@ -132,7 +133,7 @@ struct FlavourVariants {
 };
 
 FlavourKey key_of(const char* kernel, const char* dtype_name, const Flavour& f) {
-  return {kernel, dtype_name, f.contiguous, f.channels_last, f.aligned, f.index_bits};
+  return {kernel, dtype_name, f.contiguous, f.channels_last, f.aligned, f.index_bits, f.channels_by_16};
 }
 
 int64_t flag(const Variant& v, const char* name) { return std::max<int64_t>(0, v.constexpr_value(name)); }
@@ -147,7 +148,7 @@ const std::map<FlavourKey, FlavourVariants>& variants_by_flavour() {
       const Variant& v = table.variants[i];
       if (v.constexpr_value("CONTIGUOUS") < 0) continue;  // not a kernel over the channel view
       const Flavour flavour{flag(v, "CONTIGUOUS"), flag(v, "CHANNELS_LAST"), flag(v, "ALIGNED"),
-                            v.constexpr_value("INDEX_BITS")};
+                            v.constexpr_value("INDEX_BITS"), flag(v, "CHANNELS_BY_16")};
       FlavourVariants& entry = built[key_of(v.kernel, v.dtype, flavour)];
       if (v.constexpr_value("SINGLE_PASS") == 0) {
         entry.multi_pass = &v;
@@ -167,11 +168,21 @@ const std::map<FlavourKey, FlavourVariants>& variants_by_flavour() {
 }
 
 // In the first of `flavours` that `kernel` has for the dtype: the single-pass tile with the
-// smallest BLOCK_C that holds C, else the multi-pass tile.
+// smallest BLOCK_C that holds C, else the multi-pass tile. Each flavour is tried first in its
+// channels_by_16 form where C allows it (only single-pass tiles have one).
 std::pair<const Variant*, Flavour> choose_from(const char* kernel, at::ScalarType dtype,
-                                               int64_t channels, c10::ArrayRef<Flavour> flavours) {
+                                               int64_t channels, c10::ArrayRef<Flavour> layouts) {
   const char* dtype_name = triton_dtype(dtype);
   const auto& index = variants_by_flavour();
+  c10::SmallVector<Flavour, 10> flavours;
+  for (const Flavour& layout : layouts) {
+    if (multiple_of_16(channels)) {
+      Flavour by_16 = layout;
+      by_16.channels_by_16 = 1;
+      flavours.push_back(by_16);
+    }
+    flavours.push_back(layout);
+  }
   for (const Flavour& flavour : flavours) {
     const auto found = index.find(key_of(kernel, dtype_name, flavour));
     if (found == index.end()) continue;
