@@ -124,6 +124,7 @@ def softmax_bias_sigmoid_backward(
     BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr, SINGLE_PASS: tl.constexpr,
     CONTIGUOUS: tl.constexpr, INDEX_BITS: tl.constexpr, CHANNELS_BY_16: tl.constexpr = 0,
 ):
+    # CHANNELS_BY_16 changes nothing here: it names the promise the variant is compiled with.
     index = tl.int64 if INDEX_BITS == 64 else tl.int32
     pid = tl.program_id(0)
     n = (pid // num_position_blocks).to(tl.int64)
