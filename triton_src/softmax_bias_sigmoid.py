@@ -198,6 +198,23 @@ def _softmax_statistics(x_base, channel_offsets, num_channels, x_stride_c, x_col
 
 
 @triton.jit
+def _sample_positions(num_positions, num_position_blocks, BLOCK_S: tl.constexpr, index: tl.constexpr):
+    """For a program over [channels, positions] tiles: its sample n (64-bit, for the batch
+    offset), its BLOCK_S positions s and the mask of those inside the sample."""
+    pid = tl.program_id(0)
+    n = (pid // num_position_blocks).to(tl.int64)
+    s = (pid % num_position_blocks).to(index) * BLOCK_S + tl.arange(0, BLOCK_S).to(index)
+    return n, s, s < num_positions
+
+
+@triton.jit
+def _spatial_groups(s, inner_size):
+    """Positions s as (outer, inner) indices of the view's two strided spatial groups."""
+    outer = s // inner_size
+    return outer, s - outer * inner_size
+
+
+@triton.jit
 def _channels_last_rows(x_ptr, bias_ptr, out_ptr, num_channels, num_rows, row_stride, scale,
                         BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr, index: tl.constexpr):
     """A [BLOCK_S rows, BLOCK_C channels] tile of a channels_last tensor: the channels of a row are
@@ -236,18 +253,14 @@ def softmax_bias_sigmoid(
     else:
         # [BLOCK_C channels, BLOCK_S positions] tiles of one sample (contiguous NCHW or the
         # strided view); the softmax runs along axis 0.
-        pid = tl.program_id(0)
-        n = (pid // num_position_blocks).to(tl.int64)
-        s = (pid % num_position_blocks).to(index) * BLOCK_S + tl.arange(0, BLOCK_S).to(index)
-        position_mask = s < num_positions
+        n, s, position_mask = _sample_positions(num_positions, num_position_blocks, BLOCK_S, index)
         x_base = x_ptr + n * x_stride_n
         out_base = out_ptr + n * out_stride_n
         if CONTIGUOUS:
             x_cols = s
             out_cols = s
         else:
-            outer = s // inner_size
-            inner = s - outer * inner_size
+            outer, inner = _spatial_groups(s, inner_size)
             x_cols = outer * x_stride_outer + inner * x_stride_inner
             out_cols = outer * out_stride_outer + inner * out_stride_inner
         channel_offsets = tl.arange(0, BLOCK_C)

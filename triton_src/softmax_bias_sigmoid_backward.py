@@ -20,8 +20,8 @@ This module is read at build time only (by triton_src/aot.py); nothing imports i
 import triton
 import triton.language as tl
 
-from softmax_bias_sigmoid import (LOG2E, _epilogue, _exp_and_inverse_sum, _load_channels, _softmax_statistics,
-                                  with_channels_by_16)
+from softmax_bias_sigmoid import (LOG2E, _epilogue, _exp_and_inverse_sum, _load_channels, _sample_positions,
+                                  _softmax_statistics, _spatial_groups, with_channels_by_16)
 
 KERNEL_NAME = "softmax_bias_sigmoid_backward"
 
@@ -126,14 +126,11 @@ def softmax_bias_sigmoid_backward(
 ):
     # CHANNELS_BY_16 changes nothing here: it names the promise the variant is compiled with.
     index = tl.int64 if INDEX_BITS == 64 else tl.int32
-    pid = tl.program_id(0)
-    n = (pid // num_position_blocks).to(tl.int64)
-    s = (pid % num_position_blocks).to(index) * BLOCK_S + tl.arange(0, BLOCK_S).to(index)
-    position_mask = s < num_positions
+    n, s, position_mask = _sample_positions(num_positions, num_position_blocks, BLOCK_S, index)
     x_base = x_ptr + n * x_stride_n
     grad_out_base = grad_out_ptr + n * grad_out_stride_n
     grad_x_base = grad_x_ptr + n * grad_x_stride_n
-    partial_row = grad_bias_partial_ptr + pid.to(tl.int64) * num_channels
+    partial_row = grad_bias_partial_ptr + tl.program_id(0).to(tl.int64) * num_channels
     if CONTIGUOUS:
         # One channel stride for all three; the load's offsets serve every access.
         x_cols = s
@@ -142,8 +139,7 @@ def softmax_bias_sigmoid_backward(
         grad_out_stride_c = x_stride_c
         grad_x_stride_c = x_stride_c
     else:
-        outer = s // inner_size
-        inner = s - outer * inner_size
+        outer, inner = _spatial_groups(s, inner_size)
         x_cols = outer * x_stride_outer + inner * x_stride_inner
         grad_out_cols = outer * grad_out_stride_outer + inner * grad_out_stride_inner
         grad_x_cols = outer * grad_x_stride_outer + inner * grad_x_stride_inner
