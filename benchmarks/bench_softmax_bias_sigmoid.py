@@ -67,6 +67,8 @@ QUICK_CASES = [
     Case(16, 4096, 32, 32, "fp32"),
     Case(16, 128, 128, 128, "fp16", "channels_last"),
     Case(16, 128, 128, 128, "bf16", "strided"),
+    Case(16, 128, 128, 128, "fp32", "strided"),
+    Case(4, 32768, 16, 16, "fp32"),
     Case(128, 128, 129, 129, "fp16"),
 ]
 # Cases from 64 MB up must run within this factor of a copy (issue 3); below that, launches

@@ -134,7 +134,8 @@ def launch(module, flavour: str, x, bias, out, block_c: int, block_s: int, warps
     strides = (x.stride(0), x.stride(1), 0, x.stride(2), out.stride(0), out.stride(1), 0, out.stride(2))
     aot_equivalent(module, flavour)[(grid,)](
         x, bias, out, *args, *strides, 2.0, BLOCK_C=block_c, BLOCK_S=block_s, SINGLE_PASS=int(single_pass),
-        CONTIGUOUS=contiguous, CHANNELS_LAST=channels_last, ALIGNED=aligned, INDEX_BITS=32, num_warps=warps)
+        CONTIGUOUS=contiguous, CHANNELS_LAST=channels_last, ALIGNED=aligned, INDEX_BITS=32,
+        OUT_CONTIGUOUS=int(flavour == "strided"), num_warps=warps, num_stages=1)
 
 
 def jobs() -> list[tuple]:

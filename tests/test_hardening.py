@@ -230,7 +230,7 @@ def special_values(channels, dtype, device):
 
 
 @pytest.mark.parametrize("device, dtype", DEVICE_DTYPES)
-@pytest.mark.parametrize("channels", [1, 5, 128, 1500])
+@pytest.mark.parametrize("channels", [1, 5, 128, 1500, 5000])  # 5000: split across programs on CUDA
 def test_nan_inf_and_extreme_magnitudes_as_the_reference(device, dtype, channels):
     x = special_values(channels, dtype, device)
     bias = torch.randn(channels, dtype=torch.float64).to(dtype).to(device)
@@ -238,6 +238,24 @@ def test_nan_inf_and_extreme_magnitudes_as_the_reference(device, dtype, channels
     for view in (x, channels_inner):
         for scale in (2.0, -0.5):
             assert_matches_reference_with_nan(op(view, bias, scale), view, bias, scale)
+
+
+@pytest.mark.parametrize("device, dtype", DEVICE_DTYPES)
+def test_channel_chunks_of_only_minus_inf_beside_far_negative_values(device, dtype):
+    """C = 5000 runs on CUDA as chunks of 1024 channels whose softmax statistics are merged. A
+    chunk of only -inf contributes nothing; were its placeholder reference point (0) taken for
+    the maximum, positions whose values all lie far below 0 would underflow to a zero sum."""
+    channels = 5000
+    x = torch.randn(channels, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
+    x[:, 0] += -1000.0
+    x[:2048, 0] = -math.inf
+    x[:, 1] = -math.inf
+    x[channels - 1, 1] = -2000.0
+    x[:, 2] -= 80.0
+    x[1024:3072, 2] = -math.inf
+    x = x[None].to(dtype).to(device)
+    bias = torch.randn(channels, dtype=torch.float64).to(dtype).to(device)
+    assert_matches_reference_with_nan(op(x, bias, 2.0), x, bias, 2.0)
 
 
 @pytest.mark.parametrize("device, dtype", DEVICE_DTYPES)

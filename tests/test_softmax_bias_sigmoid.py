@@ -150,7 +150,8 @@ FLAVOUR_CASES = {
     "channels_last odd C": lambda x: x[:, :-3].contiguous(memory_format=torch.channels_last),
     "channels_last misaligned pointer": lambda x: misaligned(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2),
     "1x1 spatial": lambda x: x[..., :1, :1].contiguous(),
-    "strided": lambda x: x[..., ::2],
+    "strided": lambda x: x[..., ::2],  # out, allocated contiguous, is written at stride 1
+    "transposed spatial dims": lambda x: x.transpose(2, 3),  # dense: out keeps x's strides
 }
 
 

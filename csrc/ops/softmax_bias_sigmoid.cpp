@@ -118,12 +118,14 @@ int64_t largest_offset(const ChannelView& v, const ChannelStrides& strides) {
 
 // How a kernel walks the view, and what it may assume: the constexprs its variant must have.
 // Kernels without channels_last or aligned variants (the backward) declare neither constexpr:
-// they read as 0. channels_by_16 variants are compiled for C a multiple of 16.
+// they read as 0. channels_by_16 variants are compiled for C a multiple of 16; out_contiguous
+// ones (of the strided view) write out's positions at stride 1.
 struct Flavour {
-  int64_t contiguous, channels_last, aligned, index_bits, channels_by_16 = 0;
+  int64_t contiguous, channels_last, aligned, index_bits, channels_by_16 = 0, out_contiguous = 0;
 };
 
-using FlavourKey = std::tuple<std::string, std::string, int64_t, int64_t, int64_t, int64_t, int64_t>;
+using FlavourKey =
+    std::tuple<std::string, std::string, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>;
 
 // The variants of one (kernel, dtype, flavour): single-pass tiles by ascending BLOCK_C, and
 // the multi-pass tile if there is one.
@@ -133,7 +135,8 @@ struct FlavourVariants {
 };
 
 FlavourKey key_of(const char* kernel, const char* dtype_name, const Flavour& f) {
-  return {kernel, dtype_name, f.contiguous, f.channels_last, f.aligned, f.index_bits, f.channels_by_16};
+  return {kernel,       dtype_name,       f.contiguous,    f.channels_last, f.aligned,
+          f.index_bits, f.channels_by_16, f.out_contiguous};
 }
 
 int64_t flag(const Variant& v, const char* name) { return std::max<int64_t>(0, v.constexpr_value(name)); }
@@ -148,7 +151,8 @@ const std::map<FlavourKey, FlavourVariants>& variants_by_flavour() {
       const Variant& v = table.variants[i];
       if (v.constexpr_value("CONTIGUOUS") < 0) continue;  // not a kernel over the channel view
       const Flavour flavour{flag(v, "CONTIGUOUS"), flag(v, "CHANNELS_LAST"), flag(v, "ALIGNED"),
-                            v.constexpr_value("INDEX_BITS"), flag(v, "CHANNELS_BY_16")};
+                            v.constexpr_value("INDEX_BITS"), flag(v, "CHANNELS_BY_16"),
+                            flag(v, "OUT_CONTIGUOUS")};
       FlavourVariants& entry = built[key_of(v.kernel, v.dtype, flavour)];
       if (v.constexpr_value("SINGLE_PASS") == 0) {
         entry.multi_pass = &v;
@@ -174,7 +178,7 @@ std::pair<const Variant*, Flavour> choose_from(const char* kernel, at::ScalarTyp
                                                int64_t channels, c10::ArrayRef<Flavour> layouts) {
   const char* dtype_name = triton_dtype(dtype);
   const auto& index = variants_by_flavour();
-  c10::SmallVector<Flavour, 10> flavours;
+  c10::SmallVector<Flavour, 12> flavours;
   for (const Flavour& layout : layouts) {
     if (multiple_of_16(channels)) {
       Flavour by_16 = layout;
@@ -194,12 +198,17 @@ std::pair<const Variant*, Flavour> choose_from(const char* kernel, at::ScalarTyp
   TORCH_CHECK(false, kernel, ": this build has no ", dtype_name, " kernel for C = ", channels);
 }
 
+// Whether out holds a sample's positions at stride 1, as the op allocates it for a non-dense x.
+bool out_positions_contiguous(const ChannelView& v) {
+  return v.out.inner == 1 && (v.inner_size == v.positions || v.out.outer == v.inner_size);
+}
+
 // The forward's flavours for a call, fastest first: contiguous NCHW or dense channels_last
 // (each 16-byte aligned where x, out and the strides allow it), then the general strided view
-// at 32 and at 64 bits.
-c10::SmallVector<Flavour, 5> forward_flavours(const at::Tensor& x, const at::Tensor& out,
+// at 32 bits (first with out's positions at stride 1 where they are) and at 64 bits.
+c10::SmallVector<Flavour, 6> forward_flavours(const at::Tensor& x, const at::Tensor& out,
                                               const ChannelView& v) {
-  c10::SmallVector<Flavour, 5> flavours;
+  c10::SmallVector<Flavour, 6> flavours;
   const bool pointers_aligned = aligned_16(x.const_data_ptr()) && aligned_16(out.const_data_ptr());
   const bool small = offsets_fit_in_32_bits(v);
   const int64_t row_stride = channels_last_row_stride(v);
@@ -215,9 +224,66 @@ c10::SmallVector<Flavour, 5> forward_flavours(const at::Tensor& x, const at::Ten
     }
     flavours.push_back({0, 1, 0, 32});
   }
+  if (small && out_positions_contiguous(v)) flavours.push_back({0, 0, 0, 32, 0, /*out_contiguous=*/1});
   if (small) flavours.push_back({0, 0, 0, 32});
   flavours.push_back({0, 0, 0, 64});
   return flavours;
+}
+
+// The two launches of softmax_bias_sigmoid_split (triton_src/softmax_bias_sigmoid_split.py),
+// for C that no single-pass tile of contiguous NCHW holds.
+struct SplitKernel {
+  const Variant* statistics = nullptr;  // PHASE 0
+  const Variant* output = nullptr;      // PHASE 1
+};
+
+// The split kernel of a dtype; nullptr where the build has none (float64 has none).
+const SplitKernel* split_kernel(const char* dtype_name) {
+  static const std::map<std::string, SplitKernel> by_dtype = [] {
+    std::map<std::string, SplitKernel> built;
+    const KernelTable& table = kernel_table();
+    for (size_t i = 0; i < table.size; ++i) {
+      const Variant& v = table.variants[i];
+      if (std::strcmp(v.kernel, "softmax_bias_sigmoid_split") != 0) continue;
+      SplitKernel& entry = built[v.dtype];
+      (v.constexpr_value("PHASE") == 0 ? entry.statistics : entry.output) = &v;
+    }
+    return built;
+  }();
+  const auto found = by_dtype.find(dtype_name);
+  if (found == by_dtype.end() || !found->second.statistics || !found->second.output) return nullptr;
+  return &found->second;
+}
+
+// Both phases over the same grid: every (sample, chunk of C, block of positions).
+void launch_split(const SplitKernel& kernel, const at::Tensor& x, const at::Tensor& bias_flat,
+                  at::Tensor& out, const ChannelView& v, double scale) {
+  const int64_t channels_per_split = kernel.statistics->constexpr_value("CHANNELS_PER_SPLIT");
+  const int64_t block_s = kernel.statistics->constexpr_value("BLOCK_S");
+  TORCH_INTERNAL_ASSERT(kernel.output->constexpr_value("CHANNELS_PER_SPLIT") == channels_per_split &&
+                        kernel.output->constexpr_value("BLOCK_S") == block_s);
+  const int64_t splits = (v.channels + channels_per_split - 1) / channels_per_split;
+  const int64_t position_blocks = (v.positions + block_s - 1) / block_s;
+  const int64_t programs = v.batch * splits * position_blocks;
+  TORCH_CHECK(programs <= std::numeric_limits<int32_t>::max(), kOp, ": x of shape ", x.sizes(),
+              " needs ", programs, " programs, more than one launch can hold");
+  // Per (sample, chunk): the chunk's softmax reference point and 1 / sum, for every position.
+  at::Tensor statistics = at::empty({v.batch, splits, 2, v.positions}, x.options().dtype(at::kFloat));
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(x.get_device()).stream();
+  for (const Variant* phase : {kernel.statistics, kernel.output}) {
+    LaunchArgs args(*phase);
+    args.pointer(x.const_data_ptr())
+        .pointer(bias_flat.const_data_ptr())
+        .pointer(out.mutable_data_ptr())
+        .pointer(statistics.mutable_data_ptr())
+        .integer(v.channels)
+        .integer(v.positions)
+        .integer(position_blocks)
+        .integer(splits)
+        .integer(v.x.n).integer(v.x.c).integer(v.out.n)
+        .real(kernel_scale(x.scalar_type(), scale));
+    launch(args, static_cast<uint32_t>(programs), x.get_device(), stream);
+  }
 }
 
 at::Tensor softmax_bias_sigmoid_cuda(const at::Tensor& x, const at::Tensor& bias, double scale) {
@@ -228,6 +294,14 @@ at::Tensor softmax_bias_sigmoid_cuda(const at::Tensor& x, const at::Tensor& bias
     const c10::cuda::CUDAGuard guard(input.device());
     const auto [variant, flavour] = choose_from("softmax_bias_sigmoid", input.scalar_type(),
                                                 v.channels, forward_flavours(input, out, v));
+    // The multi-pass kernel gives one program every channel of its positions: too few programs
+    // where C is this large. The split kernel spreads them (benchmarks/NOTES.md).
+    if (flavour.contiguous && variant->constexpr_value("SINGLE_PASS") == 0) {
+      if (const SplitKernel* split = split_kernel(triton_dtype(input.scalar_type()))) {
+        launch_split(*split, input, bias_flat, out, v, scale);
+        return;
+      }
+    }
     const int64_t block_s = variant->constexpr_value("BLOCK_S");
     // channels_last runs all N * S rows as one sample.
     const int64_t batch = flavour.channels_last ? 1 : v.batch;
