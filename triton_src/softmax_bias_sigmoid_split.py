@@ -5,8 +5,8 @@ programs.
 The forward's multi-pass kernel gives one program all channels of its positions, so its grid is
 N * S / BLOCK_S programs whatever C is: at (4, 32768, 16, 16) and BLOCK_S = 8 that is 128
 programs, each sweeping 32768 channel rows twice, and the H100's 132 SMs can keep few loads in
-flight. Here the grid is that times
-the number of CHANNELS_PER_SPLIT chunks of C, in two launches on one stream:
+flight. Here the grid is that times the number of CHANNELS_PER_SPLIT chunks of C, in two
+launches on one stream:
 
 - STATISTICS: each program sweeps its chunk with an online max and sum (the forward's
   _softmax_statistics) and writes the chunk's reference point and 1 / sum for its positions to

@@ -224,7 +224,9 @@ c10::SmallVector<Flavour, 6> forward_flavours(const at::Tensor& x, const at::Ten
     }
     flavours.push_back({0, 1, 0, 32});
   }
-  if (small && out_positions_contiguous(v)) flavours.push_back({0, 0, 0, 32, 0, /*out_contiguous=*/1});
+  if (small && out_positions_contiguous(v)) {
+    flavours.push_back({0, 0, 0, 32, /*channels_by_16=*/0, /*out_contiguous=*/1});
+  }
   if (small) flavours.push_back({0, 0, 0, 32});
   flavours.push_back({0, 0, 0, 64});
   return flavours;
@@ -260,15 +262,17 @@ void launch_split(const SplitKernel& kernel, const at::Tensor& x, const at::Tens
                   at::Tensor& out, const ChannelView& v, double scale) {
   const int64_t channels_per_split = kernel.statistics->constexpr_value("CHANNELS_PER_SPLIT");
   const int64_t block_s = kernel.statistics->constexpr_value("BLOCK_S");
-  TORCH_INTERNAL_ASSERT(kernel.output->constexpr_value("CHANNELS_PER_SPLIT") == channels_per_split &&
-                        kernel.output->constexpr_value("BLOCK_S") == block_s);
+  TORCH_INTERNAL_ASSERT(
+      kernel.output->constexpr_value("CHANNELS_PER_SPLIT") == channels_per_split &&
+      kernel.output->constexpr_value("BLOCK_S") == block_s);
   const int64_t splits = (v.channels + channels_per_split - 1) / channels_per_split;
   const int64_t position_blocks = (v.positions + block_s - 1) / block_s;
   const int64_t programs = v.batch * splits * position_blocks;
   TORCH_CHECK(programs <= std::numeric_limits<int32_t>::max(), kOp, ": x of shape ", x.sizes(),
               " needs ", programs, " programs, more than one launch can hold");
   // Per (sample, chunk): the chunk's softmax reference point and 1 / sum, for every position.
-  at::Tensor statistics = at::empty({v.batch, splits, 2, v.positions}, x.options().dtype(at::kFloat));
+  at::Tensor statistics =
+      at::empty({v.batch, splits, 2, v.positions}, x.options().dtype(at::kFloat));
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(x.get_device()).stream();
   for (const Variant* phase : {kernel.statistics, kernel.output}) {
     LaunchArgs args(*phase);
