@@ -49,12 +49,19 @@ def to_cuda(t):
     return storage.as_strided(t.shape, t.stride(), t.storage_offset())
 
 
+def seeded_inputs(shape, dtype, layout, seed):
+    """x in `layout` and bias, drawn in float64 from a generator seeded with `seed`, which is
+    returned too for the case to draw further tensors from."""
+    generator = torch.Generator().manual_seed(seed)
+    x = (torch.randn(shape, dtype=torch.float64, generator=generator) * 3).to(dtype)
+    view = dict(layouts(x))[layout]
+    bias = torch.randn(shape[1], dtype=torch.float64, generator=generator).to(dtype)
+    return view, bias, generator
+
+
 def forward_case(shape, dtype, layout, scale=-1.5):
     def run():
-        generator = torch.Generator().manual_seed(0)
-        x = (torch.randn(shape, dtype=torch.float64, generator=generator) * 3).to(dtype)
-        view = dict(layouts(x))[layout]
-        bias = torch.randn(shape[1], dtype=torch.float64, generator=generator).to(dtype)
+        view, bias, _ = seeded_inputs(shape, dtype, layout, seed=0)
         out = torch.ops.fused.softmax_bias_sigmoid(to_cuda(view), bias.cuda(), scale)
         # A dense output comes back by a plain copy, which initcheck watches: an element the
         # kernel never wrote is reported as an uninitialized read.
@@ -72,10 +79,7 @@ def forward_cases():
 
 def backward_case(shape, dtype, layout, scale=-1.5):
     def run():
-        generator = torch.Generator().manual_seed(1)
-        x = (torch.randn(shape, dtype=torch.float64, generator=generator) * 3).to(dtype)
-        view = dict(layouts(x))[layout]
-        bias = torch.randn(shape[1], dtype=torch.float64, generator=generator).to(dtype)
+        view, bias, generator = seeded_inputs(shape, dtype, layout, seed=1)
         grad_out = torch.randn(shape, dtype=torch.float64, generator=generator).to(dtype)
         grad_x, grad_bias = torch.ops.fused.softmax_bias_sigmoid_backward(
             to_cuda(grad_out), to_cuda(view), bias.cuda(), scale)
