@@ -25,6 +25,7 @@ SHAPES = [
     (2, 1025, 3, 5),     # just past the widest single-pass tile: two-pass
     (1, 4100, 2, 3),     # two-pass with a partial last chunk
     (1, 16, 2049),       # rank 3, a partial last block of positions
+    (2, 5, 2, 64),       # every other position: rows of 64, read as contiguous spans
     (5, 1000),           # rank 2
     (2, 3, 4, 5, 6),     # rank 5
 ]
@@ -38,6 +39,9 @@ def layouts(x):
         yield "channels_last", x.to(memory_format=torch.channels_last)
     if x.dim() >= 3:
         yield "every_other_position", torch.cat([x, x], dim=-1)[..., ::2]
+        # The same with nothing after the last position's element: a span read past it would
+        # leave x's storage.
+        yield "every_other_position_to_the_end", torch.cat([x, x], dim=-1)[..., :-1].contiguous()[..., ::2]
     yield "misaligned", torch.empty(x.numel() + 1, dtype=x.dtype)[1:].view(x.shape).copy_(x)
     if x.dim() == 5:
         yield "three_spatial_groups", torch.cat([x, x], dim=2).permute(0, 1, 3, 4, 2)[:, :, ::2, :, ::2]

@@ -172,6 +172,23 @@ def test_cuda_layout_flavours(flavour, dtype, channels):
 
 
 @pytest.mark.cuda
+@pytest.mark.parametrize("dtype", CUDA_DTYPES, ids=str)
+@pytest.mark.parametrize("shape", [(2, 3, 2, 2048), (3, 100, 4, 256), (2, 128, 3, 255), (2, 100, 4, 130)], ids=str)
+def test_cuda_every_other_column(shape, dtype):
+    """x[..., ::2]: read as contiguous spans where a tile's positions fit in one row (the first
+    three: rows of 1024, 128 and 128 positions), at stride 2 where they do not (65 positions).
+    Width 255: the span under a row's last position would end past x."""
+    base, _ = make_inputs(shape, dtype, "cuda")
+    x = base[..., ::2]
+    bias = torch.randn(x.shape[1], dtype=torch.float64).to("cuda", dtype)
+    poison_cuda_allocator(x.numel() * x.element_size())
+    out = op(x, bias, 2.0)
+    torch.cuda.synchronize()
+    assert_matches_reference(out, x, bias, 2.0)
+    assert out.is_contiguous()
+
+
+@pytest.mark.cuda
 def test_cuda_workload_shape():
     """The workload's conv output, (128, 128, 129, 129) fp32, against float64 on the GPU
     (the CPU would take minutes for 272 M elements)."""

@@ -119,13 +119,15 @@ int64_t largest_offset(const ChannelView& v, const ChannelStrides& strides) {
 // How a kernel walks the view, and what it may assume: the constexprs its variant must have.
 // Kernels without channels_last or aligned variants (the backward) declare neither constexpr:
 // they read as 0. channels_by_16 variants are compiled for C a multiple of 16; out_contiguous
-// ones (of the strided view) write out's positions at stride 1.
+// ones (of the strided view) write out's positions at stride 1; inner_stride_2 ones also read
+// x's positions, at stride 2 in their inner group, as the contiguous span under a tile.
 struct Flavour {
-  int64_t contiguous, channels_last, aligned, index_bits, channels_by_16 = 0, out_contiguous = 0;
+  int64_t contiguous, channels_last, aligned, index_bits, channels_by_16 = 0, out_contiguous = 0,
+      inner_stride_2 = 0;
 };
 
-using FlavourKey =
-    std::tuple<std::string, std::string, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>;
+using FlavourKey = std::tuple<std::string, std::string, int64_t, int64_t, int64_t, int64_t,
+                              int64_t, int64_t, int64_t>;
 
 // The variants of one (kernel, dtype, flavour): single-pass tiles by ascending BLOCK_C, and
 // the multi-pass tile if there is one.
@@ -135,8 +137,8 @@ struct FlavourVariants {
 };
 
 FlavourKey key_of(const char* kernel, const char* dtype_name, const Flavour& f) {
-  return {kernel,       dtype_name,       f.contiguous,    f.channels_last, f.aligned,
-          f.index_bits, f.channels_by_16, f.out_contiguous};
+  return {kernel,       dtype_name,       f.contiguous,     f.channels_last, f.aligned,
+          f.index_bits, f.channels_by_16, f.out_contiguous, f.inner_stride_2};
 }
 
 int64_t flag(const Variant& v, const char* name) { return std::max<int64_t>(0, v.constexpr_value(name)); }
@@ -152,7 +154,7 @@ const std::map<FlavourKey, FlavourVariants>& variants_by_flavour() {
       if (v.constexpr_value("CONTIGUOUS") < 0) continue;  // not a kernel over the channel view
       const Flavour flavour{flag(v, "CONTIGUOUS"), flag(v, "CHANNELS_LAST"), flag(v, "ALIGNED"),
                             v.constexpr_value("INDEX_BITS"), flag(v, "CHANNELS_BY_16"),
-                            flag(v, "OUT_CONTIGUOUS")};
+                            flag(v, "OUT_CONTIGUOUS"), flag(v, "INNER_STRIDE_2")};
       FlavourVariants& entry = built[key_of(v.kernel, v.dtype, flavour)];
       if (v.constexpr_value("SINGLE_PASS") == 0) {
         entry.multi_pass = &v;
@@ -205,10 +207,11 @@ bool out_positions_contiguous(const ChannelView& v) {
 
 // The forward's flavours for a call, fastest first: contiguous NCHW or dense channels_last
 // (each 16-byte aligned where x, out and the strides allow it), then the general strided view
-// at 32 bits (first with out's positions at stride 1 where they are) and at 64 bits.
-c10::SmallVector<Flavour, 6> forward_flavours(const at::Tensor& x, const at::Tensor& out,
+// at 32 bits (first with out's positions at stride 1 where they are, and before that with x's
+// read as spans where its inner stride is 2) and at 64 bits.
+c10::SmallVector<Flavour, 7> forward_flavours(const at::Tensor& x, const at::Tensor& out,
                                               const ChannelView& v) {
-  c10::SmallVector<Flavour, 6> flavours;
+  c10::SmallVector<Flavour, 7> flavours;
   const bool pointers_aligned = aligned_16(x.const_data_ptr()) && aligned_16(out.const_data_ptr());
   const bool small = offsets_fit_in_32_bits(v);
   const int64_t row_stride = channels_last_row_stride(v);
@@ -225,6 +228,10 @@ c10::SmallVector<Flavour, 6> forward_flavours(const at::Tensor& x, const at::Ten
     flavours.push_back({0, 1, 0, 32});
   }
   if (small && out_positions_contiguous(v)) {
+    if (v.x.inner == 2) {
+      flavours.push_back(
+          {0, 0, 0, 32, /*channels_by_16=*/0, /*out_contiguous=*/1, /*inner_stride_2=*/1});
+    }
     flavours.push_back({0, 0, 0, 32, /*channels_by_16=*/0, /*out_contiguous=*/1});
   }
   if (small) flavours.push_back({0, 0, 0, 32});
@@ -296,8 +303,17 @@ at::Tensor softmax_bias_sigmoid_cuda(const at::Tensor& x, const at::Tensor& bias
     // Taken after the checks: with bias on CUDA this kernel also sees an x on the CPU, which
     // must get the named device error rather than fail in the guard.
     const c10::cuda::CUDAGuard guard(input.device());
-    const auto [variant, flavour] = choose_from("softmax_bias_sigmoid", input.scalar_type(),
-                                                v.channels, forward_flavours(input, out, v));
+    c10::SmallVector<Flavour, 7> flavours = forward_flavours(input, out, v);
+    auto choice = choose_from("softmax_bias_sigmoid", input.scalar_type(), v.channels, flavours);
+    // An inner_stride_2 tile must not cross an inner group: where its BLOCK_S does not divide
+    // the group, the choice among the other flavours.
+    if (choice.second.inner_stride_2 && v.inner_size % choice.first->constexpr_value("BLOCK_S") != 0) {
+      flavours.erase(std::remove_if(flavours.begin(), flavours.end(),
+                                    [](const Flavour& f) { return f.inner_stride_2 != 0; }),
+                     flavours.end());
+      choice = choose_from("softmax_bias_sigmoid", input.scalar_type(), v.channels, flavours);
+    }
+    const auto [variant, flavour] = choice;
     // The multi-pass kernel gives one program every channel of its positions: too few programs
     // where C is this large. The split kernel spreads them (benchmarks/NOTES.md).
     if (flavour.contiguous && variant->constexpr_value("SINGLE_PASS") == 0) {
