@@ -11,6 +11,7 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include <cmath>
 #include <limits>
 #include <tuple>
 
@@ -51,6 +52,26 @@ bool backward_view(const at::Tensor& x, const at::Tensor& grad_out, const at::Te
          view.grad_out.inner_size == view.grad_x.inner_size;
 }
 
+// The sums of the columns of the partial sums (rows, C). ATen's one sum over the rows is slow for
+// the tallest buffers: 78 us for the workload's 66564 x 128 fp32 rows on the H100 (440 GB/s, 5%
+// of the backward). There, summing 258 groups of 258 rows first, then the groups' sums, took
+// 33 us. Elsewhere grouping by about sqrt(rows) measured slower, so it is kept to tall, wide
+// buffers: (8320, 128) 18 -> 25 us, (1040, 128) 12 -> 187 us, (266256, 16) 21 -> 35 us,
+// (4160, 1024) 21 -> 19 us. The groups are equal (a divisor of rows near its square root, else
+// no grouping), and depend on the shape alone, so the result stays deterministic.
+at::Tensor column_sums(const at::Tensor& rows) {
+  const int64_t count = rows.size(0);
+  if (count >= 32768 && rows.size(1) >= 128) {
+    const auto root = static_cast<int64_t>(std::sqrt(static_cast<double>(count)));
+    for (int64_t groups = root; groups > root / 2; --groups) {
+      if (count % groups == 0) {
+        return rows.view({groups, count / groups, rows.size(1)}).sum(1).sum(0);
+      }
+    }
+  }
+  return rows.sum(0);
+}
+
 // The outputs are empty_like(x) and empty_like(bias), as in the Meta kernel. `kernel(x,
 // bias_flat, grad_out, grad_x, view)` writes grad_x and returns the partial sums of dp, one row
 // of C values per piece of the work, which add up to grad_bias. Layouts the view cannot
@@ -75,7 +96,7 @@ Gradients with_backward_view(const at::Tensor& grad_out, const at::Tensor& x,
     partial_sums = kernel(x_contiguous, bias_flat, grad_out_contiguous, staged, view);
     grad_x.copy_(staged);
   }
-  grad_bias.copy_(partial_sums.sum(0).view(bias.sizes()));
+  grad_bias.copy_(column_sums(partial_sums).view(bias.sizes()));
   return {grad_x, grad_bias};
 }
 
