@@ -10,7 +10,7 @@ import torch._dynamo.testing
 from torch._dynamo.utils import counters
 
 import fused_ops
-from conftest import layouts, make_inputs, poison_cuda_allocator, reference_gradients
+from conftest import layouts, make_inputs, poison_cuda_allocator, reference_formula, reference_gradients
 
 op = torch.ops.fused.softmax_bias_sigmoid.default
 backward_op = torch.ops.fused.softmax_bias_sigmoid_backward.default
@@ -32,15 +32,29 @@ SHAPES = [
 ]
 
 
-def assert_gradients_match(got, expected, dtype, what, terms=1):
-    """terms: how many per-element values each gradient sums, each of them off by up to atol."""
+def assert_gradients_match(got, expected, dtype, what, terms=1, allowance=0.0):
+    """terms: how many per-element values each gradient sums, each of them off by up to atol;
+    allowance: a further bound per element."""
     atol, rtol = GRAD_TOLERANCE[dtype]
     atol *= terms
     got = got.detach().to("cpu", torch.float64)
     assert got.shape == expected.shape, f"{what}: shape {tuple(got.shape)}, expected {tuple(expected.shape)}"
     assert not got.isnan().any(), f"{what} has NaN where the reference has none"
-    excess = ((got - expected).abs() - rtol * expected.abs()).max().item()
+    excess = ((got - expected).abs() - rtol * expected.abs() - allowance).max().item()
     assert excess <= atol, f"{what}: off by {excess:.3g} beyond rtol {rtol} (atol {atol})"
+
+
+def channel_sum_allowance(x, bias, scale, grad_out):
+    """Per element of grad_x = p * (dp - sum_c p * dp): p times the rounding the sum over the C
+    channels may carry in the compute type, (C - 1) * u * sum_c |p * dp| (the first-order bound
+    of a sum taken in order). Without it, with C in the hundreds, about 1 seed in 300 of the
+    CPU's float32 cases crossed atol (1.54e-6 at (1, 1500, 2, 3))."""
+    x64 = x.detach().to("cpu", torch.float64)
+    p = torch.softmax(x64, dim=1)
+    out = reference_formula(x64, bias.detach().to("cpu", torch.float64), scale)
+    grad_p = scale * grad_out.detach().to("cpu", torch.float64) * out * (1 - out)
+    unit = torch.finfo(torch.float64 if x.dtype == torch.float64 else torch.float32).eps / 2
+    return p * (x.shape[1] - 1) * unit * (p * grad_p).abs().sum(dim=1, keepdim=True)
 
 
 def check_gradients(x, bias, scale, grad_out):
@@ -49,7 +63,8 @@ def check_gradients(x, bias, scale, grad_out):
     bias.requires_grad_(True)
     op(x, bias, scale).backward(grad_out)
     expected_x, expected_bias = reference_gradients(x, bias, scale, grad_out)
-    assert_gradients_match(x.grad, expected_x, x.dtype, "grad_x")
+    assert_gradients_match(x.grad, expected_x, x.dtype, "grad_x",
+                           allowance=channel_sum_allowance(x, bias, scale, grad_out))
     assert_gradients_match(bias.grad, expected_bias, x.dtype, "grad_bias", terms=x.numel() // x.shape[1])
 
 
