@@ -203,8 +203,7 @@ def _load_every_other(x_base, channel_offsets, num_channels, x_stride_c, x_strid
     stride 2, read as the contiguous span under them: the even elements of it, in the compute
     type; -inf in the padding channels. The span's last element lies past the tile's last
     position, and past x where that is x's last, so it is not read."""
-    outer = first_position // inner_size
-    inner = first_position - outer * inner_size
+    outer, inner = _spatial_groups(first_position, inner_size)
     span = tl.arange(0, 2 * BLOCK_S)
     channel_mask = channel_offsets < num_channels
     mask = channel_mask[:, None] & (span < 2 * BLOCK_S - 1)[None, :]
@@ -248,12 +247,17 @@ def _softmax_statistics(x_base, channel_offsets, num_channels, x_stride_c, x_col
 
 
 @triton.jit
+def _first_position(num_position_blocks, BLOCK_S: tl.constexpr, index: tl.constexpr):
+    """For a program over [channels, positions] tiles: the first of its BLOCK_S positions."""
+    return (tl.program_id(0) % num_position_blocks).to(index) * BLOCK_S
+
+
+@triton.jit
 def _sample_positions(num_positions, num_position_blocks, BLOCK_S: tl.constexpr, index: tl.constexpr):
     """For a program over [channels, positions] tiles: its sample n (64-bit, for the batch
     offset), its BLOCK_S positions s and the mask of those inside the sample."""
-    pid = tl.program_id(0)
-    n = (pid // num_position_blocks).to(tl.int64)
-    s = (pid % num_position_blocks).to(index) * BLOCK_S + tl.arange(0, BLOCK_S).to(index)
+    n = (tl.program_id(0) // num_position_blocks).to(tl.int64)
+    s = _first_position(num_position_blocks, BLOCK_S, index) + tl.arange(0, BLOCK_S).to(index)
     return n, s, s < num_positions
 
 
@@ -323,9 +327,10 @@ def softmax_bias_sigmoid(
             if INNER_STRIDE_2:
                 # The launcher takes these only where BLOCK_S divides inner_size: every position
                 # of the tile exists and lies in one inner group.
-                first_position = (tl.program_id(0) % num_position_blocks).to(index) * BLOCK_S
                 x, channel_mask = _load_every_other(x_base, channel_offsets.to(index), num_channels, x_stride_c,
-                                                    x_stride_outer, inner_size, first_position, BLOCK_C, BLOCK_S)
+                                                    x_stride_outer, inner_size,
+                                                    _first_position(num_position_blocks, BLOCK_S, index),
+                                                    BLOCK_C, BLOCK_S)
                 channels = channel_offsets.to(index)
                 mask = channel_mask[:, None] & position_mask[None, :]
             else:
