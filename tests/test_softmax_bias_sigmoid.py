@@ -173,11 +173,13 @@ def test_cuda_layout_flavours(flavour, dtype, channels):
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", CUDA_DTYPES, ids=str)
-@pytest.mark.parametrize("shape", [(2, 3, 2, 2048), (3, 100, 4, 256), (2, 128, 3, 255), (2, 100, 4, 130)], ids=str)
+@pytest.mark.parametrize("shape", [(2, 3, 2, 2048), (3, 100, 4, 256), (2, 128, 3, 255), (2, 1000, 2, 64),
+                                   (1, 4000, 2, 32), (2, 100, 4, 130)], ids=str)
 def test_cuda_every_other_column(shape, dtype):
     """x[..., ::2]: read as contiguous spans where a tile's positions fit in one row (the first
-    three: rows of 1024, 128 and 128 positions), at stride 2 where they do not (65 positions).
-    Width 255: the span under a row's last position would end past x."""
+    five: rows of 1024, 128, 128, 32 and 16 positions, the last two with tiles of 1024 and 4096
+    channels), at stride 2 where they do not (65 positions). Width 255: the span under a row's
+    last position would end past x."""
     base, _ = make_inputs(shape, dtype, "cuda")
     x = base[..., ::2]
     bias = torch.randn(x.shape[1], dtype=torch.float64).to("cuda", dtype)
