@@ -222,9 +222,7 @@ at::Tensor conv_transpose2d_softmax_bias_sigmoid_cuda(
   // Output columns [col_start, col_end) as `groups` groups of `tiles` tiles per sample.
   auto run = [&](const Variant& variant, int64_t col_start, int64_t col_end, int64_t groups,
                  int64_t tiles) {
-    const int64_t programs = batch * groups * tiles;
-    TORCH_CHECK(programs <= kInt32Max, kOp, ": x of shape ", x.sizes(), " needs ", programs,
-                " programs, more than one launch can hold");
+    const uint32_t programs = grid_size(batch * groups * tiles, kOp, x);
     LaunchArgs args(variant);
     args.pointer(input.const_data_ptr())
         .pointer(weights.const_data_ptr())
@@ -238,7 +236,7 @@ at::Tensor conv_transpose2d_softmax_bias_sigmoid_cuda(
         .integer(col_start).integer(col_end)
         .integer(tiles).integer(groups * tiles)
         .real(kernel_scale(x.scalar_type(), scale));
-    launch(args, static_cast<uint32_t>(programs), device, stream);
+    launch(args, programs, device, stream);
   };
 
   int64_t col_start = 0;

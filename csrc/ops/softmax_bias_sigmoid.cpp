@@ -274,9 +274,7 @@ void launch_split(const SplitKernel& kernel, const at::Tensor& x, const at::Tens
       kernel.output->constexpr_value("BLOCK_S") == block_s);
   const int64_t splits = (v.channels + channels_per_split - 1) / channels_per_split;
   const int64_t position_blocks = (v.positions + block_s - 1) / block_s;
-  const int64_t programs = v.batch * splits * position_blocks;
-  TORCH_CHECK(programs <= std::numeric_limits<int32_t>::max(), kOp, ": x of shape ", x.sizes(),
-              " needs ", programs, " programs, more than one launch can hold");
+  const uint32_t programs = grid_size(v.batch * splits * position_blocks, kOp, x);
   // Per (sample, chunk): the chunk's softmax reference point and 1 / sum, for every position.
   at::Tensor statistics =
       at::empty({v.batch, splits, 2, v.positions}, x.options().dtype(at::kFloat));
@@ -293,7 +291,7 @@ void launch_split(const SplitKernel& kernel, const at::Tensor& x, const at::Tens
         .integer(splits)
         .integer(v.x.n).integer(v.x.c).integer(v.out.n)
         .real(kernel_scale(x.scalar_type(), scale));
-    launch(args, static_cast<uint32_t>(programs), x.get_device(), stream);
+    launch(args, programs, x.get_device(), stream);
   }
 }
 
@@ -329,9 +327,7 @@ at::Tensor softmax_bias_sigmoid_cuda(const at::Tensor& x, const at::Tensor& bias
     const int64_t inner_size = flavour.channels_last ? positions : v.inner_size;
     const int64_t x_inner = flavour.channels_last ? channels_last_row_stride(v) : v.x.inner;
     const int64_t position_blocks = (positions + block_s - 1) / block_s;
-    const int64_t programs = batch * position_blocks;
-    TORCH_CHECK(programs <= std::numeric_limits<int32_t>::max(), kOp, ": x of shape ",
-                input.sizes(), " needs ", programs, " programs, more than one launch can hold");
+    const uint32_t programs = grid_size(batch * position_blocks, kOp, input);
     LaunchArgs args(*variant);
     args.pointer(input.const_data_ptr())
         .pointer(bias_flat.const_data_ptr())
@@ -343,7 +339,7 @@ at::Tensor softmax_bias_sigmoid_cuda(const at::Tensor& x, const at::Tensor& bias
         .integer(v.x.n).integer(v.x.c).integer(v.x.outer).integer(x_inner)
         .integer(v.out.n).integer(v.out.c).integer(v.out.outer).integer(v.out.inner)
         .real(kernel_scale(input.scalar_type(), scale));
-    launch(args, static_cast<uint32_t>(programs), input.get_device(),
+    launch(args, programs, input.get_device(),
            c10::cuda::getCurrentCUDAStream(input.get_device()).stream());
   });
 }
@@ -357,6 +353,12 @@ bool offsets_fit_in_32_bits(const ChannelView& v) {
 
 bool positions_contiguous(const ChannelView& v) {
   return v.inner_size == v.positions && v.x.inner == 1 && v.out.inner == 1 && v.x.c == v.out.c;
+}
+
+uint32_t grid_size(int64_t programs, const char* op, const at::Tensor& x) {
+  TORCH_CHECK(programs <= std::numeric_limits<int32_t>::max(), op, ": x of shape ", x.sizes(),
+              " needs ", programs, " programs, more than one launch can hold");
+  return static_cast<uint32_t>(programs);
 }
 
 const Variant& choose_variant(const char* kernel, at::ScalarType dtype, int64_t channels,

@@ -60,6 +60,10 @@ void softmax_bias_sigmoid_cpu_kernel(const at::Tensor& x, const at::Tensor& bias
 // Whether every offset inside one sample of the view, positions included, fits in 32 bits.
 bool offsets_fit_in_32_bits(const ChannelView& view);
 
+// `programs` as the grid of one launch; an error that names `op` and x's shape where one launch
+// cannot hold them.
+uint32_t grid_size(int64_t programs, const char* op, const at::Tensor& x);
+
 // Whether x and out of the view both hold a sample's positions at stride 1, with one channel
 // stride: the CONTIGUOUS kernel variants.
 bool positions_contiguous(const ChannelView& view);

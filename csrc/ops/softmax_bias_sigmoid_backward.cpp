@@ -12,7 +12,6 @@
 #include <torch/library.h>
 
 #include <cmath>
-#include <limits>
 #include <tuple>
 
 #ifdef FUSED_OPS_WITH_CUDA
@@ -141,11 +140,10 @@ Gradients softmax_bias_sigmoid_backward_cuda(const at::Tensor& grad_out, const a
         offsets_fit_in_32_bits(view.grad_out) && offsets_fit_in_32_bits(view.grad_x));
     const int64_t block_s = variant.constexpr_value("BLOCK_S");
     const int64_t position_blocks = (v.positions + block_s - 1) / block_s;
-    const int64_t programs = v.batch * position_blocks;
-    TORCH_CHECK(programs <= std::numeric_limits<int32_t>::max(), kOp, ": x of shape ",
-                input.sizes(), " needs ", programs, " programs, more than one launch can hold");
-    at::Tensor partial_sums = at::empty(
-        {programs, v.channels}, input.options().dtype(at::toOpMathType(input.scalar_type())));
+    const uint32_t programs = grid_size(v.batch * position_blocks, kOp, input);
+    at::Tensor partial_sums =
+        at::empty({static_cast<int64_t>(programs), v.channels},
+                  input.options().dtype(at::toOpMathType(input.scalar_type())));
     LaunchArgs args(variant);
     args.pointer(input.const_data_ptr())
         .pointer(bias_flat.const_data_ptr())
@@ -160,7 +158,7 @@ Gradients softmax_bias_sigmoid_backward_cuda(const at::Tensor& grad_out, const a
         .integer(v.out.n).integer(v.out.c).integer(v.out.outer).integer(v.out.inner)
         .integer(gx.n).integer(gx.c).integer(gx.outer).integer(gx.inner)
         .real(kernel_scale(x.scalar_type(), scale));
-    launch(args, static_cast<uint32_t>(programs), input.get_device(),
+    launch(args, programs, input.get_device(),
            c10::cuda::getCurrentCUDAStream(input.get_device()).stream());
     return partial_sums;
   });
