@@ -45,8 +45,9 @@ backward_op = torch.ops.fused.softmax_bias_sigmoid_backward
 def check_kernel(x: torch.Tensor, bias: torch.Tensor, grad_out: torch.Tensor) -> dict:
     torch.empty_like(x).fill_(float("nan"))  # an element the kernel fails to write shows up
     grad_x, grad_bias = backward_op(grad_out, x, bias, SCALE)
-    x32 = x.float().requires_grad_()
-    bias32 = bias.float().requires_grad_()
+    # detach(): for fp32, float() is x itself, which requires_grad_() would change for the caller.
+    x32 = x.detach().float().requires_grad_()
+    bias32 = bias.detach().float().requires_grad_()
     reference_tail(x32, bias32, SCALE).backward(grad_out.float())
     return {"grad_x_max_abs_err": torch.sub(grad_x.float(), x32.grad).abs_().max().item(),
             "grad_bias_max_rel_err": (torch.sub(grad_bias.float(), bias32.grad).abs().max()
