@@ -199,20 +199,22 @@ def _load_channels(x_base, channel_offsets, num_channels, x_stride_c, x_cols, po
 
 @triton.jit
 def _load_every_other(x_base, channel_offsets, num_channels, x_stride_c, x_stride_outer, inner_size,
-                      first_position, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr):
-    """The tile of x at positions first_position + [0, BLOCK_S), all in one inner group of
-    stride 2, read as the contiguous span under them: the even elements of it, in the compute
-    type; -inf in the padding channels. The span's last element lies past the tile's last
-    position, and past x where that is x's last, so it is not read."""
+                      first_position, position_mask, index: tl.constexpr, BLOCK_C: tl.constexpr,
+                      BLOCK_S: tl.constexpr):
+    """As _load_channels, for the tile at positions first_position + [0, BLOCK_S), all in one
+    inner group of stride 2, read as the contiguous span under them: the even elements of it.
+    The span's last element lies past the tile's last position, and past x where that is x's
+    last, so it is not read."""
     outer, inner = _spatial_groups(first_position, inner_size)
     span = tl.arange(0, 2 * BLOCK_S)
-    channel_mask = channel_offsets < num_channels
-    mask = channel_mask[:, None] & (span < 2 * BLOCK_S - 1)[None, :]
+    channels = channel_offsets.to(index)
+    channel_mask = channels < num_channels
+    span_mask = channel_mask[:, None] & (span < 2 * BLOCK_S - 1)[None, :]
     columns = outer * x_stride_outer + 2 * inner + span
-    raw = tl.load(x_base + channel_offsets[:, None] * x_stride_c + columns[None, :], mask=mask,
+    raw = tl.load(x_base + channels[:, None] * x_stride_c + columns[None, :], mask=span_mask,
                   other=-float("inf"))
     even, _ = tl.split(tl.reshape(raw, [BLOCK_C, BLOCK_S, 2]))
-    return _to_compute(even), channel_mask
+    return _to_compute(even), channels, channel_mask, channel_mask[:, None] & position_mask[None, :]
 
 
 @triton.jit
@@ -328,12 +330,10 @@ def softmax_bias_sigmoid(
             if INNER_STRIDE_2:
                 # The launcher takes these only where BLOCK_S divides inner_size: every position
                 # of the tile exists and lies in one inner group.
-                x, channel_mask = _load_every_other(x_base, channel_offsets.to(index), num_channels, x_stride_c,
-                                                    x_stride_outer, inner_size,
-                                                    _first_position(num_position_blocks, BLOCK_S, index),
-                                                    BLOCK_C, BLOCK_S)
-                channels = channel_offsets.to(index)
-                mask = channel_mask[:, None] & position_mask[None, :]
+                x, channels, channel_mask, mask = _load_every_other(
+                    x_base, channel_offsets, num_channels, x_stride_c, x_stride_outer, inner_size,
+                    _first_position(num_position_blocks, BLOCK_S, index), position_mask, index,
+                    BLOCK_C, BLOCK_S)
             else:
                 x, channels, channel_mask, mask = _load_channels(
                     x_base, channel_offsets, num_channels, x_stride_c, x_cols, position_mask, index)
