@@ -2,11 +2,14 @@
 
     python benchmarks/bench_backward.py [--out DIR]
 
-1. fused::softmax_bias_sigmoid_backward on the workload's conv output and a few other cases,
+1. fused::softmax_bias_sigmoid_backward on the workload's conv output and a few other cases, as
+   autograd runs it (reading the softmax statistics of fused::softmax_bias_sigmoid_forward),
    checked against eager autograd of the reference tail, timed against a device copy of the
-   bytes it must move: it reads x and grad_out and writes grad_x (3 tensors), so the floor is a
-   copy of a buffer 1.5 times the size of x (read + write = 3 tensors' worth); also the eager
-   autograd backward of the reference tail.
+   bytes it must move: it reads x and grad_out and writes grad_x (3 tensors; the statistics
+   are 2/C of one), so the floor is a copy of a buffer 1.5 times the size of x (read + write =
+   3 tensors' worth). Also timed: the same op recomputing the statistics (no softmax_stats),
+   the eager autograd backward of the reference tail, and the forward with and without
+   writing the statistics against a copy of x.
 2. A training step (forward, then backward of a fixed random output gradient, parameter
    gradients included) on the workload of ../shared/WORKLOAD.md: ModelNew, torch.compile of
    the reference Model, and the eager Model.
@@ -33,6 +36,7 @@ KERNEL_CASES = [
     Case(16, 128, 128, 128, "fp32", "channels_last"),
     Case(16, 128, 128, 128, "bf16"),
     Case(16, 3, 128, 128, "fp32"),
+    Case(16, 1000, 64, 64, "fp32"),  # the widest single-pass tile, [1024, 8]
     Case(16, 4096, 32, 32, "fp32"),  # the multi-pass kernel
 ]
 # Against eager fp32 autograd of the tail: grad_x in absolute terms, grad_bias (a sum over
@@ -40,11 +44,13 @@ KERNEL_CASES = [
 TOLERANCE = {"fp32": 1e-5, "fp16": 2e-3, "bf16": 2e-2}
 
 backward_op = torch.ops.fused.softmax_bias_sigmoid_backward
+forward_op = torch.ops.fused.softmax_bias_sigmoid_forward
 
 
 def check_kernel(x: torch.Tensor, bias: torch.Tensor, grad_out: torch.Tensor) -> dict:
+    stats = forward_op(x, bias, SCALE)[1]
     torch.empty_like(x).fill_(float("nan"))  # an element the kernel fails to write shows up
-    grad_x, grad_bias = backward_op(grad_out, x, bias, SCALE)
+    grad_x, grad_bias = backward_op(grad_out, x, bias, SCALE, stats)
     # detach(): for fp32, float() is x itself, which requires_grad_() would change for the caller.
     x32 = x.detach().float().requires_grad_()
     bias32 = bias.detach().float().requires_grad_()
@@ -55,27 +61,34 @@ def check_kernel(x: torch.Tensor, bias: torch.Tensor, grad_out: torch.Tensor) ->
 
 
 def run_kernel_case(case: Case) -> dict:
-    x = make_input(case)
+    x = make_input(case).detach()
     bias = torch.randn(case.channels, 1, 1, device="cuda", dtype=x.dtype)
     grad_out = torch.randn_like(x)
     result = {"case": case.label, **check_kernel(x, bias, grad_out)}
     result["passed"] = max(result["grad_x_max_abs_err"], result["grad_bias_max_rel_err"]) <= TOLERANCE[case.dtype]
 
     # Fresh inputs for the timing, unrelated to the checked ones.
-    x, grad_out = make_input(case), make_input(case)
+    x, grad_out = make_input(case).detach(), make_input(case).detach()
+    stats = forward_op(x, bias, SCALE)[1]
     copy_source = torch.empty(x.numel() * 3 // 2, device="cuda", dtype=x.dtype).normal_()
     copy_target = torch.empty_like(copy_source)
     x_leaf, bias_leaf = x.detach().requires_grad_(), bias.detach().requires_grad_()
     eager_out = reference_tail(x_leaf, bias_leaf, SCALE)
     candidates: dict[str, Callable[[], object]] = {
-        "fused_backward": lambda: backward_op(grad_out, x, bias, SCALE),
+        "fused_backward": lambda: backward_op(grad_out, x, bias, SCALE, stats),
         "copy_1.5x": lambda: copy_target.copy_(copy_source),
+        "fused_backward_recomputing": lambda: backward_op(grad_out, x, bias, SCALE),
         "eager_backward": lambda: torch.autograd.grad(eager_out, (x_leaf, bias_leaf), grad_out, retain_graph=True),
+        "fused_forward": lambda: torch.ops.fused.softmax_bias_sigmoid(x, bias, SCALE),
+        "fused_forward_with_stats": lambda: forward_op(x, bias, SCALE),
+        "copy_1x": lambda: copy_target[:x.numel()].copy_(copy_source[:x.numel()]),
     }
     result["ms"] = {name: time_ms(fn) for name, fn in candidates.items()}
     moved_bytes = 3 * x.numel() * x.element_size()
     result["bytes"] = moved_bytes
     result["fused_over_copy"] = result["ms"]["fused_backward"] / result["ms"]["copy_1.5x"]
+    result["recomputing_over_copy"] = result["ms"]["fused_backward_recomputing"] / result["ms"]["copy_1.5x"]
+    result["forward_with_stats_over_copy"] = result["ms"]["fused_forward_with_stats"] / result["ms"]["copy_1x"]
     result["fused_gb_per_s"] = moved_bytes / result["ms"]["fused_backward"] / 1e6
     return result
 

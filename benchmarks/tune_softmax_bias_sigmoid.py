@@ -132,8 +132,9 @@ def launch(module, flavour: str, x, bias, out, block_c: int, block_s: int, warps
         blocks = triton.cdiv(positions, block_s)
         grid, args = batch * blocks, (channels, positions, positions, blocks)
     strides = (x.stride(0), x.stride(1), 0, x.stride(2), out.stride(0), out.stride(1), 0, out.stride(2))
+    # out again as the softmax statistics' pointer, which a SOFTMAX_STATS=0 variant never writes.
     aot_equivalent(module, flavour)[(grid,)](
-        x, bias, out, *args, *strides, 2.0, BLOCK_C=block_c, BLOCK_S=block_s, SINGLE_PASS=int(single_pass),
+        x, bias, out, out, *args, *strides, 2.0, BLOCK_C=block_c, BLOCK_S=block_s, SINGLE_PASS=int(single_pass),
         CONTIGUOUS=contiguous, CHANNELS_LAST=channels_last, ALIGNED=aligned, INDEX_BITS=32,
         OUT_CONTIGUOUS=int(flavour == "strided"), num_warps=warps, num_stages=1)
 

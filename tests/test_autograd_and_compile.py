@@ -13,6 +13,7 @@ import fused_ops
 from conftest import layouts, make_inputs, poison_cuda_allocator, reference_formula, reference_gradients
 
 op = torch.ops.fused.softmax_bias_sigmoid.default
+forward_op = torch.ops.fused.softmax_bias_sigmoid_forward.default
 backward_op = torch.ops.fused.softmax_bias_sigmoid_backward.default
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
@@ -81,6 +82,23 @@ def test_gradients_match_reference(shape, dtype, device):
     check_gradients(x, bias, -1.5 if len(shape) == 3 else 2.0, grad_out)
 
 
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_bias_gradient_of_many_programs(dtype):
+    """33280 programs (532480 in float64, whose tile is narrower): the launcher adds grad_bias's
+    partial sums with the column_sums kernel, in two levels (three)."""
+    x, bias = make_inputs((32, 2, 512, 520), dtype, "cuda")
+    grad_out = torch.randn(x.shape, dtype=torch.float64).to("cuda", dtype)
+    x.requires_grad_(True)
+    bias.requires_grad_(True)
+    op(x, bias, 2.0).backward(grad_out)
+    expected_x, expected_bias = reference_gradients(x, bias, 2.0, grad_out)
+    assert_gradients_match(x.grad, expected_x, dtype, "grad_x")
+    # grad_bias sums 8.5 million terms: relative to its largest value, as tight as fp32 sums allow.
+    largest = expected_bias.abs().max().item()
+    assert (bias.grad.to("cpu", torch.float64) - expected_bias).abs().max().item() <= 1e-5 * largest
+
+
 @pytest.mark.parametrize("channels", [20, 32])  # 32: the CUDA kernels compiled for C a multiple of 16
 @pytest.mark.parametrize("device", DEVICES)
 def test_gradients_in_every_layout(device, channels):
@@ -115,9 +133,87 @@ def test_gradcheck_float64(device):
     assert torch.autograd.gradcheck(lambda x, b: op(x, b, 2.0), (channels_last, bias.requires_grad_()))
 
 
-def test_backward_schema():
+def test_backward_schemas():
+    assert str(forward_op._schema) == ("fused::softmax_bias_sigmoid_forward(Tensor x, Tensor bias, float scale) "
+                                       "-> (Tensor out, Tensor softmax_stats)")
     assert str(backward_op._schema) == ("fused::softmax_bias_sigmoid_backward(Tensor grad_out, Tensor x, "
-                                        "Tensor bias, float scale) -> (Tensor grad_x, Tensor grad_bias)")
+                                        "Tensor bias, float scale, Tensor? softmax_stats=None) "
+                                        "-> (Tensor grad_x, Tensor grad_bias)")
+
+
+# --- the softmax statistics the forward saves for the backward ----------------------------
+
+def reference_softmax_stats(x):
+    """(N, 2, *spatial) in float64: the channel max, then 1 / sum_c exp(x - max)."""
+    x64 = x.detach().to("cpu", torch.float64)
+    channel_max = x64.amax(dim=1, keepdim=True)
+    return torch.cat([channel_max, 1 / (x64 - channel_max).exp().sum(dim=1, keepdim=True)], dim=1)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", SHAPES + [(2, 3, 0, 4)], ids=str)
+def test_forward_returns_out_and_softmax_stats(shape, dtype, device):
+    """out is the op's own (bit for bit); the statistics match float64 in every layout, whether
+    the kernel writes them (contiguous single-pass tiles on CUDA) or ATen computes them."""
+    x, bias = make_inputs(shape, dtype, device)
+    views = layouts(x) if x.dim() == 4 and x.numel() else [("contiguous", x)]
+    for name, view in views:
+        out, stats = forward_op(view, bias, 2.0)
+        assert torch.equal(out, op(view, bias, 2.0)), f"{name}: out differs from the op's"
+        compute = torch.float64 if dtype == torch.float64 else torch.float32
+        assert stats.dtype == compute and stats.is_contiguous() and stats.device == x.device
+        expected = reference_softmax_stats(view)
+        assert stats.shape == expected.shape, f"{name}: statistics of shape {tuple(stats.shape)}"
+        rtol = 1e-10 if dtype == torch.float64 else 1e-5
+        torch.testing.assert_close(stats.cpu().double(), expected, rtol=rtol, atol=0, msg=lambda m: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("shape", [(3, 16, 5, 7), (2, 128, 9, 11), (1, 1500, 2, 3)], ids=str)
+def test_backward_from_softmax_stats_matches_recomputing(shape, dtype, device):
+    """The backward reading the forward's statistics and the one recomputing them agree: the
+    kernels compute p from the same max and 1 / sum."""
+    x, bias = make_inputs(shape, dtype, device)
+    grad_out = torch.randn(shape, dtype=torch.float64).to(device, dtype)
+    stats = forward_op(x, bias, 2.0)[1]
+    if device == "cuda":
+        poison_cuda_allocator(3 * x.numel() * x.element_size())
+    grad_x, grad_bias = backward_op(grad_out, x, bias, 2.0, stats)
+    expected_x, expected_bias = reference_gradients(x, bias, 2.0, grad_out)
+    assert_gradients_match(grad_x, expected_x, dtype, "grad_x", allowance=channel_sum_allowance(x, bias, 2.0, grad_out))
+    assert_gradients_match(grad_bias, expected_bias, dtype, "grad_bias", terms=x.numel() // x.shape[1])
+    atol, rtol = GRAD_TOLERANCE[dtype]
+    torch.testing.assert_close(grad_x, backward_op(grad_out, x, bias, 2.0)[0], atol=atol, rtol=rtol)
+
+
+@pytest.mark.parametrize("make_stats, message", [
+    (lambda x: torch.zeros(2, 3, 5, 5), r"softmax_stats must be what fused::softmax_bias_sigmoid_forward "
+                                         r"returned for x: Float of shape \[2, 2, 5, 5\]; got Float of shape \[2, 3, 5, 5\]"),
+    (lambda x: torch.zeros(2, 2, 5, 5, dtype=torch.float64), "softmax_stats must be .* got Double"),
+    (lambda x: torch.zeros(2, 2, 5, 5).to_sparse(), r"softmax_stats must be a dense \(strided\) tensor; got layout Sparse"),
+])
+def test_invalid_softmax_stats_name_the_problem(make_stats, message):
+    x, bias = make_inputs((2, 4, 5, 5), torch.float32, "cpu")
+    with pytest.raises(RuntimeError, match="fused::softmax_bias_sigmoid_backward: " + message):
+        backward_op(torch.randn_like(x), x, bias, 2.0, make_stats(x))
+
+
+@pytest.mark.cuda
+def test_softmax_stats_on_another_device_name_the_problem():
+    x, bias = make_inputs((2, 4, 5, 5), torch.float32, "cuda")
+    with pytest.raises(RuntimeError, match="x is on cuda:0 but softmax_stats is on cpu"):
+        backward_op(torch.randn_like(x), x, bias, 2.0, torch.zeros(2, 2, 5, 5))
+
+
+def test_forward_with_stats_is_not_differentiable_by_itself():
+    x, bias = make_inputs((2, 4, 5), torch.float32, "cpu")
+    with pytest.raises(RuntimeError, match="softmax_bias_sigmoid_forward: not differentiable; call "
+                                           "fused::softmax_bias_sigmoid"):
+        forward_op(x.requires_grad_(), bias, 2.0)
+    with torch.no_grad():
+        assert forward_op(x, bias, 2.0)[0].shape == x.shape
 
 
 def test_backward_of_empty_tensors():
@@ -171,8 +267,12 @@ def test_opcheck(device, layout, requires_grad):
             x = x.to(memory_format=torch.channels_last)
         torch.library.opcheck(op, (x.requires_grad_(requires_grad), bias.requires_grad_(requires_grad), 2.0))
         torch.library.opcheck(op, (x, bias.detach().flatten().requires_grad_(requires_grad), -1.0))
-        # The backward op itself, without grads: its own derivative is refused by design.
+        # The forward that autograd runs and the backward op, without grads: neither is
+        # differentiable itself, by design.
+        stats = forward_op(x.detach(), bias.detach(), 2.0)[1]
+        torch.library.opcheck(forward_op, (x.detach(), bias.detach(), 2.0))
         torch.library.opcheck(backward_op, (torch.randn_like(x), x.detach(), bias.detach(), 2.0))
+        torch.library.opcheck(backward_op, (torch.randn_like(x), x.detach(), bias.detach(), 2.0, stats))
 
 
 # --- ModelNew through torch.compile, torch.export, AOTInductor and TorchScript ----------
@@ -224,14 +324,19 @@ def test_compile_fullgraph_trains_like_eager(device):
 
 # AotEagerAndRecordGraphs, torch's own testing backend, trips this warning of torch's.
 @pytest.mark.filterwarnings("ignore:Your compiler for AOTAutograd is returning a function")
-def test_compile_uses_the_fused_backward():
-    """AOTAutograd traces the C++ Autograd kernel: the forward graph calls the fused op (and
-    no softmax), the backward graph the fused backward."""
-    eager, twin = models("cpu")
+@pytest.mark.parametrize("device, forward_op_name", [
+    ("cpu", "fused.softmax_bias_sigmoid.default"),
+    pytest.param("cuda", "fused.softmax_bias_sigmoid_forward.default", marks=pytest.mark.cuda)])
+def test_compile_uses_the_fused_backward(device, forward_op_name):
+    """AOTAutograd traces the C++ Autograd kernel: the forward graph calls the fused op (and no
+    softmax), on CUDA its form that saves the softmax statistics for the contiguous conv output;
+    the backward graph the fused backward."""
+    eager, twin = models(device)
     backend = torch._dynamo.testing.AotEagerAndRecordGraphs()
-    assert_same_training(torch.compile(twin, backend=backend, fullgraph=True), eager, torch.randn(2, *INPUT_SIZE))
+    assert_same_training(torch.compile(twin, backend=backend, fullgraph=True), eager,
+                         torch.randn(2, *INPUT_SIZE, device=device))
     (forward,), (backward,) = backend.fw_graphs, backend.bw_graphs
-    assert "fused.softmax_bias_sigmoid.default" in forward.code and "softmax.default" not in forward.code
+    assert forward_op_name + "(" in forward.code and "softmax.default" not in forward.code
     assert "fused.softmax_bias_sigmoid_backward.default" in backward.code
     assert "_softmax" not in backward.code
 

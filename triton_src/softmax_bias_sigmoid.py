@@ -44,6 +44,10 @@ A program owns BLOCK_S positions and every channel of them. When all channels fi
 (SINGLE_PASS) the whole softmax stays in registers and each element is read once; otherwise the
 channels are swept in BLOCK_C chunks twice, first for an online max/sum, then for the output.
 
+SOFTMAX_STATS twins of the single-pass CONTIGUOUS tiles also write each position's channel max
+and 1 / sum (a tensor 2/C the size of x): the forward autograd runs, so that the backward reads
+them instead of reducing x over the channels twice more. The op's other calls never write them.
+
 The tile of each (flavour, dtype, BLOCK_C) comes from softmax_bias_sigmoid_tuning.json, written by
 benchmarks/tune_softmax_bias_sigmoid.py from measurements on a GPU; see that script for how
 the RTX 4090 (sm_89), which cannot be measured here, is served by the same table.
@@ -64,15 +68,16 @@ SIGNATURE = {
     "x_ptr": "*{dtype}",
     "bias_ptr": "*{dtype}",
     "out_ptr": "*{dtype}",
+    "softmax_stats_ptr": "*{acc_dtype}",
     "num_channels": "i32",
     "num_positions": "i{INDEX_BITS}",
     "inner_size": "i{INDEX_BITS}",
     "num_position_blocks": "i32",
-    "x_stride_n": "i64",
+    "x_stride_n": "i{BATCH_BITS}",
     "x_stride_c": "i{INDEX_BITS}",
     "x_stride_outer": "i{INDEX_BITS}",
     "x_stride_inner": "i{INDEX_BITS}",
-    "out_stride_n": "i64",
+    "out_stride_n": "i{BATCH_BITS}",
     "out_stride_c": "i{INDEX_BITS}",
     "out_stride_outer": "i{INDEX_BITS}",
     "out_stride_inner": "i{INDEX_BITS}",
@@ -137,6 +142,25 @@ def with_channels_by_16(variants: list, wanted=lambda variant: True) -> list:
     return [dict(v, CHANNELS_BY_16=0) for v in variants] + twins
 
 
+def with_softmax_stats(variants: list, wanted=lambda variant: True) -> list:
+    """The variants, each marked SOFTMAX_STATS=0, followed by a SOFTMAX_STATS=1 twin of each
+    `wanted` single-pass CONTIGUOUS fp32 one: the forward that autograd runs, which also writes
+    each position's softmax statistics for the backward (softmax_bias_sigmoid_backward.py reads
+    them). In fp16 and bf16 the backward measured slower reading them (H100, 16x128x128x128
+    bf16: 0.133 ms against 0.113 recomputing), so only fp32 has twins.
+
+    The twins declare the batch strides 32-bit (BATCH_BITS): the launcher takes them only where
+    every offset of the tensor fits. On the H100 the same statistics-reading backward ran at
+    1.198x of its copy with 64-bit batch strides and 1.114x with 32-bit ones (the workload,
+    [128, 32] x 4; the forward writing them 1.116x and 1.103x): the PTX differs in three
+    multiplications, and ptxas then orders the loads of x and grad_out differently. The other
+    variants keep 64-bit batch strides, under which the recomputing bf16 backward was the
+    faster (0.113 against 0.125 ms)."""
+    twins = [dict(v, SOFTMAX_STATS=1, BATCH_BITS=32, dtypes=("fp32",)) for v in variants
+             if v["SINGLE_PASS"] and v["CONTIGUOUS"] and "fp32" in v.get("dtypes", ("fp32",)) and wanted(v)]
+    return [dict(v, SOFTMAX_STATS=0, BATCH_BITS=64) for v in variants] + twins
+
+
 def _odd_half_precision_rows(variant: dict) -> bool:
     return variant["CONTIGUOUS"] and not variant["ALIGNED"] and "fp32" not in variant["dtypes"]
 
@@ -144,13 +168,13 @@ def _odd_half_precision_rows(variant: dict) -> bool:
 # float64 (gradcheck, reference work) on CUDA: correct everywhere rather than fast, so one
 # tile per layout flavour and the multi-pass tile where C is larger; not tuned.
 _FP64 = dict(CHANNELS_LAST=0, ALIGNED=0, CHANNELS_BY_16=0, OUT_CONTIGUOUS=0, INNER_STRIDE_2=0, dtypes=("fp64",))
-VARIANTS = with_inner_stride_2(with_contiguous_out(with_channels_by_16(
+VARIANTS = with_softmax_stats(with_inner_stride_2(with_contiguous_out(with_channels_by_16(
     _variants_from_tuning(), _odd_half_precision_rows))) + [
     dict(_FP64, BLOCK_C=128, BLOCK_S=32, SINGLE_PASS=1, CONTIGUOUS=1, INDEX_BITS=32, num_warps=4),
     dict(_FP64, BLOCK_C=32, BLOCK_S=32, SINGLE_PASS=0, CONTIGUOUS=1, INDEX_BITS=32, num_warps=4),
     dict(_FP64, BLOCK_C=32, BLOCK_S=32, SINGLE_PASS=0, CONTIGUOUS=0, INDEX_BITS=32, num_warps=4),
     dict(_FP64, BLOCK_C=32, BLOCK_S=32, SINGLE_PASS=0, CONTIGUOUS=0, INDEX_BITS=64, num_warps=4),
-]
+])
 
 # exp(v) = exp2(v * log2(e)): exp2 is the hardware instruction.
 LOG2E = tl.constexpr(1.4426950408889634)
@@ -291,7 +315,7 @@ def _channels_last_rows(x_ptr, bias_ptr, out_ptr, num_channels, num_rows, row_st
 
 @triton.jit
 def softmax_bias_sigmoid(
-    x_ptr, bias_ptr, out_ptr,
+    x_ptr, bias_ptr, out_ptr, softmax_stats_ptr,
     num_channels, num_positions, inner_size, num_position_blocks,
     x_stride_n, x_stride_c, x_stride_outer, x_stride_inner,
     out_stride_n, out_stride_c, out_stride_outer, out_stride_inner,
@@ -299,10 +323,10 @@ def softmax_bias_sigmoid(
     BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr, SINGLE_PASS: tl.constexpr,
     CONTIGUOUS: tl.constexpr, CHANNELS_LAST: tl.constexpr, ALIGNED: tl.constexpr,
     INDEX_BITS: tl.constexpr, CHANNELS_BY_16: tl.constexpr = 0, OUT_CONTIGUOUS: tl.constexpr = 0,
-    INNER_STRIDE_2: tl.constexpr = 0,
+    INNER_STRIDE_2: tl.constexpr = 0, SOFTMAX_STATS: tl.constexpr = 0, BATCH_BITS: tl.constexpr = 64,
 ):
-    # ALIGNED and CHANNELS_BY_16 change nothing here: they name the divisibility promises
-    # (divisible_by_16) the variant is compiled with.
+    # ALIGNED, CHANNELS_BY_16 and BATCH_BITS change nothing here: they name the divisibility
+    # promises (divisible_by_16) and the batch strides' width the variant is compiled with.
     index = tl.int64 if INDEX_BITS == 64 else tl.int32
     if CHANNELS_LAST:
         # The launcher passes all N * S rows as one sample, so small images still fill tiles.
@@ -345,6 +369,14 @@ def softmax_bias_sigmoid(
             else:
                 out_offsets = channels[:, None] * out_stride_c + out_cols[None, :]
             tl.store(out_base + out_offsets, y.to(out_ptr.dtype.element_ty), mask=mask)
+            if SOFTMAX_STATS:
+                # (N, 2, S) in the compute type: the max, then 1 / sum, of every position. The
+                # max is reduced again: keeping the first reduction's result live through the
+                # epilogue ran slower (H100, the workload: 1.23x of a copy, against 1.15x; the
+                # plain forward 1.09x). tl.max skips NaN, which 1 / sum carries.
+                stats_base = softmax_stats_ptr + n * 2 * num_positions
+                tl.store(stats_base + s, tl.max(x, axis=0), mask=position_mask)
+                tl.store(stats_base + num_positions + s, inv_denominator, mask=position_mask)
         else:
             reference, inv_denominator = _softmax_statistics(
                 x_base, channel_offsets, num_channels, x_stride_c, x_cols, position_mask, index,

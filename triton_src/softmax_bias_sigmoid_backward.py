@@ -1,12 +1,15 @@
 """The gradients of out = sigmoid((softmax(x, dim=1) + bias) * scale), in one pass over x and
 grad_out.
 
-With p = softmax(x) and out recomputed from x (nothing but x is saved by the forward):
+With p = softmax(x) and out recomputed from x and, where the forward saved them (SOFTMAX_STATS
+variants), each position's channel max and 1 / sum (no full-size tensor but x is saved):
     dp = scale * grad_out * out * (1 - out)
     grad_x = p * (dp - sum_c p * dp)
     grad_bias = sum of dp over the batch and the positions
 The kernel writes grad_x, and per program the sums of dp over its positions, one row of C
-values of a small (programs, C) buffer in the compute type; the launcher adds the rows up.
+values of a (programs, C) buffer in the compute type, whose columns the launcher adds up with
+the column_sums kernel (column_sums.py). Rows, not columns: writing the buffer transposed made
+this kernel 13% slower on the workload (H100), for a sum 50 us faster.
 
 Same view and tiling as the forward (softmax_bias_sigmoid.py): x, grad_out and grad_x as
 (N, C, S) with two strided spatial groups (CONTIGUOUS: all three with stride 1 along the
@@ -21,7 +24,7 @@ import triton
 import triton.language as tl
 
 from softmax_bias_sigmoid import (LOG2E, _epilogue, _exp_and_inverse_sum, _load_channels, _sample_positions,
-                                  _softmax_statistics, _spatial_groups, with_channels_by_16)
+                                  _softmax_statistics, _spatial_groups, with_channels_by_16, with_softmax_stats)
 
 KERNEL_NAME = "softmax_bias_sigmoid_backward"
 
@@ -31,19 +34,20 @@ SIGNATURE = {
     "grad_out_ptr": "*{dtype}",
     "grad_x_ptr": "*{dtype}",
     "grad_bias_partial_ptr": "*{acc_dtype}",
+    "softmax_stats_ptr": "*{acc_dtype}",
     "num_channels": "i32",
     "num_positions": "i{INDEX_BITS}",
     "inner_size": "i{INDEX_BITS}",
     "num_position_blocks": "i32",
-    "x_stride_n": "i64",
+    "x_stride_n": "i{BATCH_BITS}",
     "x_stride_c": "i{INDEX_BITS}",
     "x_stride_outer": "i{INDEX_BITS}",
     "x_stride_inner": "i{INDEX_BITS}",
-    "grad_out_stride_n": "i64",
+    "grad_out_stride_n": "i{BATCH_BITS}",
     "grad_out_stride_c": "i{INDEX_BITS}",
     "grad_out_stride_outer": "i{INDEX_BITS}",
     "grad_out_stride_inner": "i{INDEX_BITS}",
-    "grad_x_stride_n": "i64",
+    "grad_x_stride_n": "i{BATCH_BITS}",
     "grad_x_stride_c": "i{INDEX_BITS}",
     "grad_x_stride_outer": "i{INDEX_BITS}",
     "grad_x_stride_inner": "i{INDEX_BITS}",
@@ -74,7 +78,12 @@ def _variant(block_c, block_s, num_warps, single_pass=True, contiguous=True, ind
 _SINGLE_PASS_TILES = [(16, 256, 4), (64, 64, 4), (128, 32, 4), (1024, 8, 8)]
 _MULTI_PASS_TILE = (64, 32, 4)
 
-VARIANTS = with_channels_by_16(
+# SOFTMAX_STATS twins (fp32) of the single-pass CONTIGUOUS tiles read the forward's per-position
+# max and 1 / sum instead of recomputing them: one reduction over the channels instead of three.
+# On the workload (H100, [128, 32] x 4, compiled as aot.py compiles it), / its copy: 1.114x,
+# against 1.250x recomputing with CHANNELS_BY_16 (both with 32-bit batch strides; see
+# with_softmax_stats). Their CHANNELS_BY_16 form ran at 1.327x in the JIT, so they have none.
+VARIANTS = with_softmax_stats(with_channels_by_16(
     [_variant(*tile) for tile in _SINGLE_PASS_TILES] + [_variant(*_MULTI_PASS_TILE, single_pass=False)]
     + [_variant(*tile, contiguous=False) for tile in _SINGLE_PASS_TILES]
     + [_variant(*_MULTI_PASS_TILE, single_pass=False, contiguous=False)]
@@ -84,7 +93,8 @@ VARIANTS = with_channels_by_16(
     # float64 (gradcheck): correct everywhere rather than fast.
     _variant(128, 16, 4, dtypes=("fp64",)), _variant(32, 16, 4, single_pass=False, dtypes=("fp64",)),
     _variant(32, 16, 4, single_pass=False, contiguous=False, dtypes=("fp64",)),
-    _variant(32, 16, 4, single_pass=False, contiguous=False, index_bits=64, dtypes=("fp64",)))]
+    _variant(32, 16, 4, single_pass=False, contiguous=False, index_bits=64, dtypes=("fp64",)))],
+    wanted=lambda variant: not variant["CHANNELS_BY_16"])
 
 
 @triton.jit
@@ -115,7 +125,7 @@ def _chunk_grad_p(x_base, channel_offsets, num_channels, x_stride_c, x_cols, pos
 
 @triton.jit
 def softmax_bias_sigmoid_backward(
-    x_ptr, bias_ptr, grad_out_ptr, grad_x_ptr, grad_bias_partial_ptr,
+    x_ptr, bias_ptr, grad_out_ptr, grad_x_ptr, grad_bias_partial_ptr, softmax_stats_ptr,
     num_channels, num_positions, inner_size, num_position_blocks,
     x_stride_n, x_stride_c, x_stride_outer, x_stride_inner,
     grad_out_stride_n, grad_out_stride_c, grad_out_stride_outer, grad_out_stride_inner,
@@ -123,8 +133,10 @@ def softmax_bias_sigmoid_backward(
     scale,
     BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr, SINGLE_PASS: tl.constexpr,
     CONTIGUOUS: tl.constexpr, INDEX_BITS: tl.constexpr, CHANNELS_BY_16: tl.constexpr = 0,
+    SOFTMAX_STATS: tl.constexpr = 0, BATCH_BITS: tl.constexpr = 64,
 ):
-    # CHANNELS_BY_16 changes nothing here: it names the promise the variant is compiled with.
+    # CHANNELS_BY_16 and BATCH_BITS change nothing here: they name the promise and the batch
+    # strides' width the variant is compiled with.
     index = tl.int64 if INDEX_BITS == 64 else tl.int32
     n, s, position_mask = _sample_positions(num_positions, num_position_blocks, BLOCK_S, index)
     x_base = x_ptr + n * x_stride_n
@@ -152,7 +164,14 @@ def softmax_bias_sigmoid_backward(
         # back until x's reductions are done, exposing the memory latency twice.
         grad_out = tl.load(grad_out_base + channels[:, None] * grad_out_stride_c + grad_out_cols[None, :],
                            mask=mask, other=0.0)
-        e, inv_denominator = _exp_and_inverse_sum(x)
+        if SOFTMAX_STATS:
+            # The forward's (N, 2, S): the same max and 1 / sum it computed, so p is as exact.
+            stats_base = softmax_stats_ptr + n * 2 * num_positions
+            channel_max = tl.load(stats_base + s, mask=position_mask, other=0.0)
+            inv_denominator = tl.load(stats_base + num_positions + s, mask=position_mask, other=0.0)
+            e = tl.exp2((x - channel_max[None, :]) * LOG2E)
+        else:
+            e, inv_denominator = _exp_and_inverse_sum(x)
         p, grad_p = _grad_p(e, inv_denominator, bias_ptr, channel_offsets, channel_mask, grad_out, mask, scale)
         grad_x = p * (grad_p - tl.sum(p * grad_p, axis=0)[None, :])
         tl.store(grad_x_base + channels[:, None] * grad_x_stride_c + grad_x_cols[None, :],

@@ -4,6 +4,8 @@
 #include "ops/softmax_bias_sigmoid.h"
 
 #include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
+#include <c10/core/SymBool.h>
 #include <c10/util/SmallVector.h>
 #include <torch/library.h>
 
@@ -31,6 +33,8 @@ namespace fused_ops {
 namespace {
 
 constexpr const char* kOp = "fused::softmax_bias_sigmoid";
+
+using OutAndStats = std::tuple<at::Tensor, at::Tensor>;
 
 void check_inputs(const at::Tensor& x, const at::Tensor& bias) {
   check_softmax_bias_sigmoid_inputs(x, bias, kOp);
@@ -63,6 +67,12 @@ at::Tensor softmax_bias_sigmoid_meta(const at::Tensor& x, const at::Tensor& bias
   return at::empty_like(x);
 }
 
+OutAndStats softmax_bias_sigmoid_forward_meta(const at::Tensor& x, const at::Tensor& bias,
+                                              double scale) {
+  check_inputs(x, bias);
+  return {at::empty_like(x), empty_softmax_stats(x)};
+}
+
 // Sparse and other non-strided inputs reach the op through their own dispatch keys; they
 // get the same named error as every other invalid input.
 at::Tensor softmax_bias_sigmoid_unsupported_layout(const at::Tensor& x, const at::Tensor& bias,
@@ -71,11 +81,22 @@ at::Tensor softmax_bias_sigmoid_unsupported_layout(const at::Tensor& x, const at
   TORCH_INTERNAL_ASSERT(false, "unreachable: check_inputs accepts only strided tensors");
 }
 
+OutAndStats softmax_bias_sigmoid_forward_unsupported_layout(const at::Tensor& x,
+                                                            const at::Tensor& bias, double scale) {
+  return {softmax_bias_sigmoid_unsupported_layout(x, bias, scale), at::Tensor()};
+}
+
 at::Tensor softmax_bias_sigmoid_cpu(const at::Tensor& x, const at::Tensor& bias, double scale) {
   return with_channel_view(x, bias, [&](const at::Tensor& input, const at::Tensor& bias_flat,
                                         at::Tensor& out, const ChannelView& view) {
     softmax_bias_sigmoid_cpu_kernel(input, bias_flat, scale, view, out);
   });
+}
+
+OutAndStats softmax_bias_sigmoid_forward_cpu(const at::Tensor& x, const at::Tensor& bias,
+                                             double scale) {
+  at::Tensor out = softmax_bias_sigmoid_cpu(x, bias, scale);
+  return {out, softmax_stats_by_aten(x)};
 }
 
 #ifdef FUSED_OPS_WITH_CUDA
@@ -120,14 +141,15 @@ int64_t largest_offset(const ChannelView& v, const ChannelStrides& strides) {
 // Kernels without channels_last or aligned variants (the backward) declare neither constexpr:
 // they read as 0. channels_by_16 variants are compiled for C a multiple of 16; out_contiguous
 // ones (of the strided view) write out's positions at stride 1; inner_stride_2 ones also read
-// x's positions, at stride 2 in their inner group, as the contiguous span under a tile.
+// x's positions, at stride 2 in their inner group, as the contiguous span under a tile;
+// softmax_stats ones write (the forward) or read (the backward) the softmax statistics.
 struct Flavour {
   int64_t contiguous, channels_last, aligned, index_bits, channels_by_16 = 0, out_contiguous = 0,
-      inner_stride_2 = 0;
+      inner_stride_2 = 0, softmax_stats = 0;
 };
 
 using FlavourKey = std::tuple<std::string, std::string, int64_t, int64_t, int64_t, int64_t,
-                              int64_t, int64_t, int64_t>;
+                              int64_t, int64_t, int64_t, int64_t>;
 
 // The variants of one (kernel, dtype, flavour): single-pass tiles by ascending BLOCK_C, and
 // the multi-pass tile if there is one.
@@ -137,8 +159,9 @@ struct FlavourVariants {
 };
 
 FlavourKey key_of(const char* kernel, const char* dtype_name, const Flavour& f) {
-  return {kernel,       dtype_name,       f.contiguous,     f.channels_last, f.aligned,
-          f.index_bits, f.channels_by_16, f.out_contiguous, f.inner_stride_2};
+  return {kernel,           dtype_name,       f.contiguous,     f.channels_last,
+          f.aligned,        f.index_bits,     f.channels_by_16, f.out_contiguous,
+          f.inner_stride_2, f.softmax_stats};
 }
 
 int64_t flag(const Variant& v, const char* name) { return std::max<int64_t>(0, v.constexpr_value(name)); }
@@ -154,7 +177,8 @@ const std::map<FlavourKey, FlavourVariants>& variants_by_flavour() {
       if (v.constexpr_value("CONTIGUOUS") < 0) continue;  // not a kernel over the channel view
       const Flavour flavour{flag(v, "CONTIGUOUS"), flag(v, "CHANNELS_LAST"), flag(v, "ALIGNED"),
                             v.constexpr_value("INDEX_BITS"), flag(v, "CHANNELS_BY_16"),
-                            flag(v, "OUT_CONTIGUOUS"), flag(v, "INNER_STRIDE_2")};
+                            flag(v, "OUT_CONTIGUOUS"), flag(v, "INNER_STRIDE_2"),
+                            flag(v, "SOFTMAX_STATS")};
       FlavourVariants& entry = built[key_of(v.kernel, v.dtype, flavour)];
       if (v.constexpr_value("SINGLE_PASS") == 0) {
         entry.multi_pass = &v;
@@ -295,13 +319,33 @@ void launch_split(const SplitKernel& kernel, const at::Tensor& x, const at::Tens
   }
 }
 
-at::Tensor softmax_bias_sigmoid_cuda(const at::Tensor& x, const at::Tensor& bias, double scale) {
+// The flavours, each contiguous one preceded by its softmax_stats twin.
+c10::SmallVector<Flavour, 7> writing_softmax_stats(c10::ArrayRef<Flavour> flavours) {
+  c10::SmallVector<Flavour, 7> with_stats;
+  for (const Flavour& flavour : flavours) {
+    if (flavour.contiguous) {
+      Flavour twin = flavour;
+      twin.softmax_stats = 1;
+      with_stats.push_back(twin);
+    }
+    with_stats.push_back(flavour);
+  }
+  return with_stats;
+}
+
+// out; and where `stats` is given and the call runs a tile that has a softmax_stats twin (the
+// single-pass CONTIGUOUS ones), the statistics, written by that twin into *stats, which
+// `stats_written` then says.
+at::Tensor run_forward_cuda(const at::Tensor& x, const at::Tensor& bias, double scale,
+                            at::Tensor* stats, bool& stats_written) {
+  stats_written = false;
   return with_channel_view(x, bias, [&](const at::Tensor& input, const at::Tensor& bias_flat,
                                         at::Tensor& out, const ChannelView& v) {
     // Taken after the checks: with bias on CUDA this kernel also sees an x on the CPU, which
     // must get the named device error rather than fail in the guard.
     const c10::cuda::CUDAGuard guard(input.device());
     c10::SmallVector<Flavour, 7> flavours = forward_flavours(input, out, v);
+    if (stats != nullptr && all_offsets_fit_in_32_bits(v)) flavours = writing_softmax_stats(flavours);
     auto choice = choose_from("softmax_bias_sigmoid", input.scalar_type(), v.channels, flavours);
     // An inner_stride_2 tile must not cross an inner group: where its BLOCK_S does not divide
     // the group, the choice among the other flavours.
@@ -328,10 +372,12 @@ at::Tensor softmax_bias_sigmoid_cuda(const at::Tensor& x, const at::Tensor& bias
     const int64_t x_inner = flavour.channels_last ? channels_last_row_stride(v) : v.x.inner;
     const int64_t position_blocks = (positions + block_s - 1) / block_s;
     const uint32_t programs = grid_size(batch * position_blocks, kOp, input);
+    stats_written = flavour.softmax_stats != 0;
     LaunchArgs args(*variant);
     args.pointer(input.const_data_ptr())
         .pointer(bias_flat.const_data_ptr())
         .pointer(out.mutable_data_ptr())
+        .pointer(stats_written ? stats->mutable_data_ptr() : nullptr)
         .integer(v.channels)
         .integer(positions)
         .integer(inner_size)
@@ -344,6 +390,20 @@ at::Tensor softmax_bias_sigmoid_cuda(const at::Tensor& x, const at::Tensor& bias
   });
 }
 
+at::Tensor softmax_bias_sigmoid_cuda(const at::Tensor& x, const at::Tensor& bias, double scale) {
+  bool no_stats = false;
+  return run_forward_cuda(x, bias, scale, nullptr, no_stats);
+}
+
+OutAndStats softmax_bias_sigmoid_forward_cuda(const at::Tensor& x, const at::Tensor& bias,
+                                              double scale) {
+  check_inputs(x, bias);
+  at::Tensor stats = empty_softmax_stats(x);
+  bool stats_written = false;
+  at::Tensor out = run_forward_cuda(x, bias, scale, &stats, stats_written);
+  return {out, stats_written ? stats : softmax_stats_by_aten(x)};
+}
+
 }  // namespace
 
 bool offsets_fit_in_32_bits(const ChannelView& v) {
@@ -351,8 +411,24 @@ bool offsets_fit_in_32_bits(const ChannelView& v) {
          fits_in_32_bits(largest_offset(v, v.out));
 }
 
+bool all_offsets_fit_in_32_bits(const ChannelView& v) {
+  return offsets_fit_in_32_bits(v) && fits_in_32_bits(v.x.n) && fits_in_32_bits(v.out.n) &&
+         fits_in_32_bits((v.batch - 1) * v.x.n + largest_offset(v, v.x)) &&
+         fits_in_32_bits((v.batch - 1) * v.out.n + largest_offset(v, v.out));
+}
+
 bool positions_contiguous(const ChannelView& v) {
   return v.inner_size == v.positions && v.x.inner == 1 && v.out.inner == 1 && v.x.c == v.out.c;
+}
+
+// The widest single-pass CONTIGUOUS tile of `kernel` with softmax statistics; 0 if none.
+int64_t widest_softmax_stats_tile(const char* kernel, at::ScalarType dtype) {
+  Flavour flavour{1, 0, 0, 32};
+  flavour.softmax_stats = 1;
+  const auto& index = variants_by_flavour();
+  const auto found = index.find(key_of(kernel, triton_dtype(dtype), flavour));
+  if (found == index.end() || found->second.single_pass.empty()) return 0;
+  return found->second.single_pass.back()->constexpr_value("BLOCK_C");
 }
 
 uint32_t grid_size(int64_t programs, const char* op, const at::Tensor& x) {
@@ -362,8 +438,12 @@ uint32_t grid_size(int64_t programs, const char* op, const at::Tensor& x) {
 }
 
 const Variant& choose_variant(const char* kernel, at::ScalarType dtype, int64_t channels,
-                              bool contiguous, bool small) {
-  c10::SmallVector<Flavour, 3> flavours;
+                              bool contiguous, bool small, bool softmax_stats) {
+  c10::SmallVector<Flavour, 4> flavours;
+  if (small && contiguous && softmax_stats) {
+    flavours.push_back({1, 0, 0, 32, /*channels_by_16=*/0, /*out_contiguous=*/0,
+                        /*inner_stride_2=*/0, /*softmax_stats=*/1});
+  }
   if (small && contiguous) flavours.push_back({1, 0, 0, 32});
   if (small) flavours.push_back({0, 0, 0, 32});
   flavours.push_back({0, 0, 0, 64});
@@ -405,6 +485,53 @@ void check_softmax_bias_sigmoid_inputs(const at::Tensor& x, const at::Tensor& bi
               " (channels are dimension 1) but bias has shape ", bias.sym_sizes());
 }
 
+bool softmax_stats_pay_off(const at::Tensor& x) {
+#ifdef FUSED_OPS_WITH_CUDA
+  const at::ScalarType dtype = x.scalar_type();
+  const bool has_kernels = dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16 ||
+                           dtype == at::kDouble;
+  if (!x.is_cuda() || !has_kernels || x.dim() < 2 || !x.is_contiguous()) return false;
+  const int64_t widest = std::min(widest_softmax_stats_tile("softmax_bias_sigmoid", dtype),
+                                  widest_softmax_stats_tile("softmax_bias_sigmoid_backward", dtype));
+  // x is contiguous: every offset, the batch's included, is below numel (the statistics
+  // variants take 32-bit batch strides). Not a guard (sym_gt, not operator>, which guards):
+  // under a dynamic batch (torch.export's Dim) a bound on it would break the export. A tensor
+  // that turns out larger at run time still gets the right answer: the forward then has ATen
+  // compute the statistics, and the backward recomputes them.
+  return widest > 0 && x.sym_size(1) <= widest &&
+         !TORCH_STATICALLY_KNOWN_TRUE(x.sym_numel().sym_gt(std::numeric_limits<int32_t>::max()));
+#else
+  return false;
+#endif
+}
+
+c10::SymDimVector softmax_stats_sizes(const at::Tensor& x) {
+  c10::SymDimVector sizes(x.sym_sizes().begin(), x.sym_sizes().end());
+  sizes[1] = 2;
+  return sizes;
+}
+
+at::Tensor empty_softmax_stats(const at::Tensor& x) {
+  return at::empty_symint(softmax_stats_sizes(x),
+                          x.options().dtype(at::toOpMathType(x.scalar_type())),
+                          at::MemoryFormat::Contiguous);
+}
+
+at::Tensor softmax_stats_by_aten(const at::Tensor& x) {
+  at::Tensor stats = empty_softmax_stats(x);
+  if (stats.numel() == 0) return stats;
+  if (x.size(1) == 0) {  // the softmax of no channels: max -inf, sum 0
+    stats.select(1, 0).fill_(-std::numeric_limits<double>::infinity());
+    stats.select(1, 1).fill_(std::numeric_limits<double>::infinity());
+    return stats;
+  }
+  const at::Tensor values = x.to(stats.scalar_type());
+  const at::Tensor channel_max = values.amax(1, /*keepdim=*/true);
+  stats.narrow(1, 0, 1).copy_(channel_max);
+  stats.narrow(1, 1, 1).copy_(values.sub(channel_max).exp_().sum(1, /*keepdim=*/true).reciprocal_());
+  return stats;
+}
+
 bool channel_view(const at::Tensor& x, const at::Tensor& out, ChannelView& view) {
   struct Group {
     int64_t size, x_stride, out_stride;
@@ -439,40 +566,33 @@ bool channel_view(const at::Tensor& x, const at::Tensor& out, ChannelView& view)
 
 TORCH_LIBRARY_IMPL(fused, Meta, m) {
   m.impl("softmax_bias_sigmoid", &softmax_bias_sigmoid_meta);
+  m.impl("softmax_bias_sigmoid_forward", &softmax_bias_sigmoid_forward_meta);
 }
 
 TORCH_LIBRARY_IMPL(fused, CPU, m) {
   m.impl("softmax_bias_sigmoid", &softmax_bias_sigmoid_cpu);
+  m.impl("softmax_bias_sigmoid_forward", &softmax_bias_sigmoid_forward_cpu);
 }
 
-TORCH_LIBRARY_IMPL(fused, SparseCPU, m) {
-  m.impl("softmax_bias_sigmoid", &softmax_bias_sigmoid_unsupported_layout);
-}
+#define FUSED_OPS_REFUSE_LAYOUT(key)                                                       \
+  TORCH_LIBRARY_IMPL(fused, key, m) {                                                      \
+    m.impl("softmax_bias_sigmoid", &softmax_bias_sigmoid_unsupported_layout);              \
+    m.impl("softmax_bias_sigmoid_forward", &softmax_bias_sigmoid_forward_unsupported_layout); \
+  }
 
-TORCH_LIBRARY_IMPL(fused, SparseCsrCPU, m) {
-  m.impl("softmax_bias_sigmoid", &softmax_bias_sigmoid_unsupported_layout);
-}
-
-TORCH_LIBRARY_IMPL(fused, SparseMeta, m) {
-  m.impl("softmax_bias_sigmoid", &softmax_bias_sigmoid_unsupported_layout);
-}
-
-TORCH_LIBRARY_IMPL(fused, SparseCsrMeta, m) {
-  m.impl("softmax_bias_sigmoid", &softmax_bias_sigmoid_unsupported_layout);
-}
+FUSED_OPS_REFUSE_LAYOUT(SparseCPU)
+FUSED_OPS_REFUSE_LAYOUT(SparseCsrCPU)
+FUSED_OPS_REFUSE_LAYOUT(SparseMeta)
+FUSED_OPS_REFUSE_LAYOUT(SparseCsrMeta)
 
 #ifdef FUSED_OPS_WITH_CUDA
 TORCH_LIBRARY_IMPL(fused, CUDA, m) {
   m.impl("softmax_bias_sigmoid", &softmax_bias_sigmoid_cuda);
+  m.impl("softmax_bias_sigmoid_forward", &softmax_bias_sigmoid_forward_cuda);
 }
 
-TORCH_LIBRARY_IMPL(fused, SparseCUDA, m) {
-  m.impl("softmax_bias_sigmoid", &softmax_bias_sigmoid_unsupported_layout);
-}
-
-TORCH_LIBRARY_IMPL(fused, SparseCsrCUDA, m) {
-  m.impl("softmax_bias_sigmoid", &softmax_bias_sigmoid_unsupported_layout);
-}
+FUSED_OPS_REFUSE_LAYOUT(SparseCUDA)
+FUSED_OPS_REFUSE_LAYOUT(SparseCsrCUDA)
 #endif
 
 }  // namespace fused_ops

@@ -7,6 +7,7 @@
 // (s / inner_size) * stride_outer + (s % inner_size) * stride_inner.
 
 #include <ATen/core/Tensor.h>
+#include <c10/util/DimVector.h>
 
 #include <cstdint>
 
@@ -56,9 +57,37 @@ double kernel_scale(at::ScalarType dtype, double scale);
 void softmax_bias_sigmoid_cpu_kernel(const at::Tensor& x, const at::Tensor& bias, double scale,
                                      const ChannelView& view, at::Tensor& out);
 
+// fused::softmax_bias_sigmoid_forward(Tensor x, Tensor bias, float scale)
+//     -> (Tensor out, Tensor softmax_stats)
+//   out as above, and the softmax statistics of every position, which the backward reads
+//   instead of reducing x over the channels again: shape (N, 2, *spatial), contiguous, in x's
+//   compute type (float64 for float64, else float32); [:, 0] the channel max, [:, 1] the
+//   inverse of sum_c exp(x - max). Autograd runs this forward where softmax_stats_pay_off(x);
+//   the op itself never writes them.
+
+// Whether the statistics save the backward more than they cost the forward: x on CUDA,
+// contiguous NCHW, of a dtype with statistics variants (fp32: benchmarks/NOTES.md), fewer than
+// 2^31 elements, with C inside a single-pass tile of the forward that writes them and of the
+// backward that reads them. Elsewhere a kernel would not read them, and on the CPU the
+// backward's kernel recomputes them at no extra pass. Under symbolic sizes C is guarded, not
+// specialized; the element count is not guarded (see the definition).
+bool softmax_stats_pay_off(const at::Tensor& x);
+
+// The statistics' shape for x, and an uninitialized tensor of it. Symbolic-shape safe, for the
+// Meta kernels.
+c10::SymDimVector softmax_stats_sizes(const at::Tensor& x);
+at::Tensor empty_softmax_stats(const at::Tensor& x);
+
+// The statistics from ATen ops: for the CPU, and for calls no statistics-writing kernel serves.
+at::Tensor softmax_stats_by_aten(const at::Tensor& x);
+
 #ifdef FUSED_OPS_WITH_CUDA
 // Whether every offset inside one sample of the view, positions included, fits in 32 bits.
 bool offsets_fit_in_32_bits(const ChannelView& view);
+
+// Whether also every offset across the batch fits in 32 bits, batch strides included: the
+// softmax_stats variants, which take 32-bit batch strides.
+bool all_offsets_fit_in_32_bits(const ChannelView& view);
 
 // `programs` as the grid of one launch; an error that names `op` and x's shape where one launch
 // cannot hold them.
@@ -69,11 +98,13 @@ uint32_t grid_size(int64_t programs, const char* op, const at::Tensor& x);
 bool positions_contiguous(const ChannelView& view);
 
 // The variant of `kernel` (KERNEL_NAME of its triton_src module) for a call, from the table
-// the build generated: the most specific layout flavour the call allows (CONTIGUOUS, then the
-// strided view with 32-bit offsets, then 64-bit ones) that the kernel has, then its
-// single-pass tile with the smallest BLOCK_C that holds C, else its multi-pass tile.
+// the build generated: the most specific layout flavour the call allows (CONTIGUOUS, first
+// reading the softmax statistics where `softmax_stats` (which the caller passes only where
+// all_offsets_fit_in_32_bits), then the strided view with 32-bit
+// offsets, then 64-bit ones) that the kernel has, then its single-pass tile with the smallest
+// BLOCK_C that holds C, else its multi-pass tile.
 const Variant& choose_variant(const char* kernel, at::ScalarType dtype, int64_t channels,
-                              bool contiguous, bool fits_in_32_bits);
+                              bool contiguous, bool fits_in_32_bits, bool softmax_stats);
 #endif
 
 }  // namespace fused_ops
