@@ -82,7 +82,8 @@ _MULTI_PASS_TILE = (64, 32, 4)
 # max and 1 / sum instead of recomputing them: one reduction over the channels instead of three.
 # On the workload (H100, [128, 32] x 4, compiled as aot.py compiles it), / its copy: 1.114x,
 # against 1.250x recomputing with CHANNELS_BY_16 (both with 32-bit batch strides; see
-# with_softmax_stats). Their CHANNELS_BY_16 form ran at 1.327x in the JIT, so they have none.
+# with_softmax_stats). Their CHANNELS_BY_16 form ran at 1.323x (168 registers against 210),
+# so they have none.
 VARIANTS = with_softmax_stats(with_channels_by_16(
     [_variant(*tile) for tile in _SINGLE_PASS_TILES] + [_variant(*_MULTI_PASS_TILE, single_pass=False)]
     + [_variant(*tile, contiguous=False) for tile in _SINGLE_PASS_TILES]
