@@ -99,10 +99,10 @@ bool positions_contiguous(const ChannelView& view);
 
 // The variant of `kernel` (KERNEL_NAME of its triton_src module) for a call, from the table
 // the build generated: the most specific layout flavour the call allows (CONTIGUOUS, first
-// reading the softmax statistics where `softmax_stats` (which the caller passes only where
-// all_offsets_fit_in_32_bits), then the strided view with 32-bit
-// offsets, then 64-bit ones) that the kernel has, then its single-pass tile with the smallest
-// BLOCK_C that holds C, else its multi-pass tile.
+// reading the softmax statistics where `softmax_stats`, which the caller passes only where
+// all_offsets_fit_in_32_bits; then the strided view with 32-bit offsets, then 64-bit ones) that
+// the kernel has, then its single-pass tile with the smallest BLOCK_C that holds C, else its
+// multi-pass tile.
 const Variant& choose_variant(const char* kernel, at::ScalarType dtype, int64_t channels,
                               bool contiguous, bool fits_in_32_bits, bool softmax_stats);
 #endif
