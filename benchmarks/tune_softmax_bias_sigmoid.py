@@ -6,7 +6,10 @@ table that the build compiles: triton_src/softmax_bias_sigmoid_tuning.json.
 For every layout flavour (contiguous NCHW, the same with 16-byte aligned rows, channels_last
 unaligned and aligned, the general strided view) and every channel bucket BLOCK_C, it times each
 candidate (BLOCK_S, num_warps) through Triton's JIT on a ~128 MB tensor whose channel count
-fills the bucket, and keeps the fastest. The launcher then takes, per call, the variant of the
+fills the bucket, and keeps the fastest. Contiguous NCHW is timed a second time compiled for C
+equal to the bucket (CHANNELS_EXACT, no channel mask); such a tile is kept only where it beats
+the masked one of its bucket in the same run. --flavours re-measures some flavours and keeps the
+table's entries of the others. The launcher then takes, per call, the variant of the
 call's flavour and dtype with the smallest BLOCK_C that holds C (C++: choose_variant), falling
 back to the two-pass tile above the largest bucket.
 
@@ -48,13 +51,16 @@ INDEX64_TILES = ((16, 64, 4, True), (128, 16, 4, True), (32, 32, 4, False))
 SIZE_CLASSES = {"fp32": (torch.float32, ("fp32",)), "fp16": (torch.float16, ("fp16", "bf16"))}
 
 FLAVOURS = {
-    # name: (CONTIGUOUS, CHANNELS_LAST, ALIGNED)
-    "nchw": (1, 0, 0),
-    "nchw_aligned": (1, 0, 1),
-    "channels_last": (0, 1, 0),
-    "channels_last_aligned": (0, 1, 1),
-    "strided": (0, 0, 0),
+    # name: (CONTIGUOUS, CHANNELS_LAST, ALIGNED, CHANNELS_EXACT)
+    "nchw": (1, 0, 0, 0),
+    "nchw_exact": (1, 0, 0, 1),
+    "nchw_aligned": (1, 0, 1, 0),
+    "channels_last": (0, 1, 0, 0),
+    "channels_last_aligned": (0, 1, 1, 0),
+    "strided": (0, 0, 0, 0),
 }
+# Each flavour whose tiles are kept only where they beat another's, measured in the same run.
+MUST_BEAT = {"nchw_exact": "nchw"}
 
 
 def load_kernel_module():
@@ -81,7 +87,7 @@ def candidates(flavour: str, block_c: int) -> list[tuple[int, int]]:
 
 def make_case(flavour: str, block_c: int, dtype: torch.dtype, two_pass: bool = False):
     """x and a fresh output for the flavour, C filling the bucket, about TARGET_BYTES."""
-    contiguous, channels_last, aligned = FLAVOURS[flavour]
+    contiguous, channels_last, aligned, _ = FLAVOURS[flavour]
     channels = TWO_PASS_CHANNELS if two_pass else block_c
     if channels_last and not aligned:
         channels = block_c - 1 if block_c > 4 else 3  # rows 4 bytes off alignment
@@ -113,7 +119,7 @@ def aot_equivalent(module, flavour: str):
     specializes on every integer equal to 1 and every argument divisible by 16, which the
     library's images do not, so it times candidates faster than they will run."""
     if flavour not in _AOT_EQUIVALENT:
-        contiguous, channels_last, aligned = FLAVOURS[flavour]
+        contiguous, channels_last, aligned, _ = FLAVOURS[flavour]
         promised = module.divisible_by_16(dict(CHANNELS_LAST=channels_last, ALIGNED=aligned))
         fixed = [name for name in module.SIGNATURE if name not in promised]
         _AOT_EQUIVALENT[flavour] = triton.jit(module.softmax_bias_sigmoid.fn, do_not_specialize=fixed,
@@ -123,7 +129,7 @@ def aot_equivalent(module, flavour: str):
 
 def launch(module, flavour: str, x, bias, out, block_c: int, block_s: int, warps: int, single_pass: bool):
     """The kernel call csrc/ops/softmax_bias_sigmoid.cpp makes for this flavour (x is 3-D here)."""
-    contiguous, channels_last, aligned = FLAVOURS[flavour]
+    contiguous, channels_last, aligned, exact = FLAVOURS[flavour]
     batch, channels, positions = x.shape
     if channels_last:
         rows = batch * positions
@@ -136,20 +142,21 @@ def launch(module, flavour: str, x, bias, out, block_c: int, block_s: int, warps
     aot_equivalent(module, flavour)[(grid,)](
         x, bias, out, out, *args, *strides, 2.0, BLOCK_C=block_c, BLOCK_S=block_s, SINGLE_PASS=int(single_pass),
         CONTIGUOUS=contiguous, CHANNELS_LAST=channels_last, ALIGNED=aligned, INDEX_BITS=32,
-        OUT_CONTIGUOUS=int(flavour == "strided"), num_warps=warps, num_stages=1)
+        OUT_CONTIGUOUS=int(flavour == "strided"), CHANNELS_EXACT=exact, num_warps=warps, num_stages=1)
 
 
-def jobs() -> list[tuple]:
+def jobs(flavours) -> list[tuple]:
     work = []
     for size_class in SIZE_CLASSES:
-        for flavour, (contiguous, channels_last, aligned) in FLAVOURS.items():
+        for flavour in flavours:
+            contiguous, channels_last, aligned, exact = FLAVOURS[flavour]
             buckets = CHANNELS_LAST_BUCKETS if channels_last else BUCKETS
             for block_c in buckets:
                 if aligned and block_c < 16:
                     continue
                 for block_s, warps in candidates(flavour, block_c):
                     work.append((size_class, flavour, block_c, block_s, warps, True))
-            if not channels_last and not aligned:
+            if not channels_last and not aligned and not exact:
                 for block_c, block_s, warps in TWO_PASS_TILES:
                     work.append((size_class, flavour, block_c, block_s, warps, False))
     return work
@@ -179,11 +186,18 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=KERNEL_PATH.with_name("softmax_bias_sigmoid_tuning.json"))
     parser.add_argument("--jobs", type=int, default=8, help="processes compiling candidates")
+    parser.add_argument("--flavours", nargs="+", choices=sorted(FLAVOURS), default=list(FLAVOURS),
+                        help="re-measure these, keep the table's (--out) entries of the others")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("tune_softmax_bias_sigmoid: needs a CUDA GPU")
         return 2
-    work = jobs()
+    flavours = set(args.flavours) | {MUST_BEAT[f] for f in args.flavours if f in MUST_BEAT}
+    kept, earlier = [], None
+    if flavours != set(FLAVOURS):
+        earlier = json.loads(args.out.read_text())
+        kept = [v for v in earlier.pop("variants") if v["flavour"] not in flavours | {"strided_index64"}]
+    work = jobs([f for f in FLAVOURS if f in flavours])
     print(f"{len(work)} candidates; compiling with {args.jobs} processes", flush=True)
     context = __import__("multiprocessing").get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
@@ -202,19 +216,22 @@ def main(argv=None) -> int:
             print(f"[{index}/{len(work)}] {size_class} {flavour} C{block_c} S{block_s} w{warps}: {ms:.4f} ms",
                   flush=True)
 
-    variants = []
-    for (size_class, flavour, _), choice in sorted(best.items(), key=lambda item: str(item[0])):
-        contiguous, channels_last, aligned = FLAVOURS[flavour]
+    variants = kept
+    for (size_class, flavour, bucket), choice in sorted(best.items(), key=lambda item: str(item[0])):
+        rival = best.get((size_class, MUST_BEAT.get(flavour), bucket))
+        if rival is not None and rival["ms"] <= choice["ms"]:
+            continue
+        contiguous, channels_last, aligned, exact = FLAVOURS[flavour]
         variants.append({"flavour": flavour, "dtypes": list(SIZE_CLASSES[size_class][1]),
                          "BLOCK_C": choice["BLOCK_C"], "BLOCK_S": choice["BLOCK_S"],
                          "num_warps": choice["num_warps"], "SINGLE_PASS": int(choice["single_pass"]),
                          "CONTIGUOUS": contiguous, "CHANNELS_LAST": channels_last, "ALIGNED": aligned,
-                         "INDEX_BITS": 32, "measured_ms": round(choice["ms"], 5)})
+                         "CHANNELS_EXACT": exact, "INDEX_BITS": 32, "measured_ms": round(choice["ms"], 5)})
     for block_c, block_s, warps, single_pass in INDEX64_TILES:
         variants.append({"flavour": "strided_index64", "dtypes": ["fp32", "fp16", "bf16"],
                          "BLOCK_C": block_c, "BLOCK_S": block_s, "num_warps": warps,
                          "SINGLE_PASS": int(single_pass), "CONTIGUOUS": 0, "CHANNELS_LAST": 0, "ALIGNED": 0,
-                         "INDEX_BITS": 64, "measured_ms": None})
+                         "CHANNELS_EXACT": 0, "INDEX_BITS": 64, "measured_ms": None})
     table = {
         "written_by": "benchmarks/tune_softmax_bias_sigmoid.py",
         "device": torch.cuda.get_device_name(),
@@ -222,8 +239,12 @@ def main(argv=None) -> int:
         "triton": triton.__version__,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "measure": f"median of triton.testing.do_bench(rep=25 ms) on ~{TARGET_BYTES >> 20} MB, C filling each bucket",
-        "variants": variants,
+        "flavours": sorted(flavours),
     }
+    if earlier is not None:
+        # The other flavours' entries come from the table's earlier run(s).
+        table["other_flavours_from"] = {key: value for key, value in earlier.items() if key != "written_by"}
+    table["variants"] = variants
     args.out.write_text(json.dumps(table, indent=1) + "\n")
     print(f"wrote {args.out}: {len(variants)} variants")
     for v in variants:

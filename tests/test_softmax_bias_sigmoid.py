@@ -173,6 +173,20 @@ def test_cuda_layout_flavours(flavour, dtype, channels):
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", CUDA_DTYPES, ids=str)
+@pytest.mark.parametrize("channels", [4, 15, 16, 64, 127, 128, 256, 1024])
+def test_cuda_channels_filling_a_tile(channels, dtype):
+    """Odd NCHW rows with C equal to a tile's BLOCK_C, which the channels_exact variants (no
+    channel mask) serve where the build has one, and C one short of it, which the masked tile
+    serves."""
+    x, bias = make_inputs((2, channels, 7, 9), dtype, "cuda")
+    poison_cuda_allocator(x.numel() * x.element_size())
+    out = op(x, bias, 2.0)
+    torch.cuda.synchronize()
+    assert_matches_reference(out, x, bias, 2.0)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", CUDA_DTYPES, ids=str)
 @pytest.mark.parametrize("shape", [(2, 3, 2, 2048), (3, 100, 4, 256), (2, 128, 3, 255), (2, 1000, 2, 64),
                                    (1, 4000, 2, 32), (2, 100, 4, 130)], ids=str)
 def test_cuda_every_other_column(shape, dtype):

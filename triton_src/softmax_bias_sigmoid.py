@@ -40,6 +40,12 @@ workload shape went from 2.68x to 1.49x of a copy with it. In fp32 the same prom
 workload slower (0.790 -> 0.824 ms), and it did nothing for strided views, so neither has the
 twin (benchmarks/NOTES.md).
 
+CHANNELS_EXACT variants of unaligned NCHW are compiled for C equal to their BLOCK_C (the
+launcher takes one only then): the tile has no channel mask at all. Their tiles are tuned apart
+from the masked ones, and the tuner keeps one only where it beats the masked tile of its bucket
+(H100: fp16 128x128x129x129 went from 1.50x to 1.36x of a copy, with [128, 64] x 4 warps; fp32
+64x64x127x127 ran at 1.05x with [64, 128] x 8 and no mask, over 1.3x with the mask).
+
 A program owns BLOCK_S positions and every channel of them. When all channels fit in one tile
 (SINGLE_PASS) the whole softmax stays in registers and each element is read once; otherwise the
 channels are swept in BLOCK_C chunks twice, first for an online max/sum, then for the output.
@@ -109,6 +115,7 @@ def _variants_from_tuning(path: Path = TUNING_FILE) -> list:
     for entry in table["variants"]:
         variant = {key: entry[key] for key in ("BLOCK_C", "BLOCK_S", "SINGLE_PASS", "CONTIGUOUS",
                                                "CHANNELS_LAST", "ALIGNED", "INDEX_BITS", "num_warps")}
+        variant["CHANNELS_EXACT"] = entry.get("CHANNELS_EXACT", 0)
         variant["dtypes"] = tuple(entry["dtypes"])
         variants.append(variant)
     return variants
@@ -162,19 +169,25 @@ def with_softmax_stats(variants: list, wanted=lambda variant: True) -> list:
 
 
 def _odd_half_precision_rows(variant: dict) -> bool:
-    return variant["CONTIGUOUS"] and not variant["ALIGNED"] and "fp32" not in variant["dtypes"]
+    return (variant["CONTIGUOUS"] and not variant["ALIGNED"] and not variant["CHANNELS_EXACT"]
+            and "fp32" not in variant["dtypes"])
+
+
+def _channels_masked(variant: dict) -> bool:
+    return not variant["CHANNELS_EXACT"]
 
 
 # float64 (gradcheck, reference work) on CUDA: correct everywhere rather than fast, so one
 # tile per layout flavour and the multi-pass tile where C is larger; not tuned.
-_FP64 = dict(CHANNELS_LAST=0, ALIGNED=0, CHANNELS_BY_16=0, OUT_CONTIGUOUS=0, INNER_STRIDE_2=0, dtypes=("fp64",))
+_FP64 = dict(CHANNELS_LAST=0, ALIGNED=0, CHANNELS_BY_16=0, OUT_CONTIGUOUS=0, INNER_STRIDE_2=0, CHANNELS_EXACT=0,
+             dtypes=("fp64",))
 VARIANTS = with_softmax_stats(with_inner_stride_2(with_contiguous_out(with_channels_by_16(
     _variants_from_tuning(), _odd_half_precision_rows))) + [
     dict(_FP64, BLOCK_C=128, BLOCK_S=32, SINGLE_PASS=1, CONTIGUOUS=1, INDEX_BITS=32, num_warps=4),
     dict(_FP64, BLOCK_C=32, BLOCK_S=32, SINGLE_PASS=0, CONTIGUOUS=1, INDEX_BITS=32, num_warps=4),
     dict(_FP64, BLOCK_C=32, BLOCK_S=32, SINGLE_PASS=0, CONTIGUOUS=0, INDEX_BITS=32, num_warps=4),
     dict(_FP64, BLOCK_C=32, BLOCK_S=32, SINGLE_PASS=0, CONTIGUOUS=0, INDEX_BITS=64, num_warps=4),
-])
+], _channels_masked)
 
 # exp(v) = exp2(v * log2(e)): exp2 is the hardware instruction.
 LOG2E = tl.constexpr(1.4426950408889634)
@@ -324,10 +337,14 @@ def softmax_bias_sigmoid(
     CONTIGUOUS: tl.constexpr, CHANNELS_LAST: tl.constexpr, ALIGNED: tl.constexpr,
     INDEX_BITS: tl.constexpr, CHANNELS_BY_16: tl.constexpr = 0, OUT_CONTIGUOUS: tl.constexpr = 0,
     INNER_STRIDE_2: tl.constexpr = 0, SOFTMAX_STATS: tl.constexpr = 0, BATCH_BITS: tl.constexpr = 64,
+    CHANNELS_EXACT: tl.constexpr = 0,
 ):
     # ALIGNED, CHANNELS_BY_16 and BATCH_BITS change nothing here: they name the divisibility
     # promises (divisible_by_16) and the batch strides' width the variant is compiled with.
     index = tl.int64 if INDEX_BITS == 64 else tl.int32
+    if CHANNELS_EXACT:
+        # C as a constant equal to the tile: every channel mask folds away.
+        num_channels = BLOCK_C
     if CHANNELS_LAST:
         # The launcher passes all N * S rows as one sample, so small images still fill tiles.
         _channels_last_rows(x_ptr, bias_ptr, out_ptr, num_channels, num_positions, x_stride_inner,

@@ -142,14 +142,15 @@ int64_t largest_offset(const ChannelView& v, const ChannelStrides& strides) {
 // they read as 0. channels_by_16 variants are compiled for C a multiple of 16; out_contiguous
 // ones (of the strided view) write out's positions at stride 1; inner_stride_2 ones also read
 // x's positions, at stride 2 in their inner group, as the contiguous span under a tile;
-// softmax_stats ones write (the forward) or read (the backward) the softmax statistics.
+// softmax_stats ones write (the forward) or read (the backward) the softmax statistics;
+// channels_exact ones are compiled for C equal to their BLOCK_C.
 struct Flavour {
   int64_t contiguous, channels_last, aligned, index_bits, channels_by_16 = 0, out_contiguous = 0,
-      inner_stride_2 = 0, softmax_stats = 0;
+      inner_stride_2 = 0, softmax_stats = 0, channels_exact = 0;
 };
 
 using FlavourKey = std::tuple<std::string, std::string, int64_t, int64_t, int64_t, int64_t,
-                              int64_t, int64_t, int64_t, int64_t>;
+                              int64_t, int64_t, int64_t, int64_t, int64_t>;
 
 // The variants of one (kernel, dtype, flavour): single-pass tiles by ascending BLOCK_C, and
 // the multi-pass tile if there is one.
@@ -161,7 +162,7 @@ struct FlavourVariants {
 FlavourKey key_of(const char* kernel, const char* dtype_name, const Flavour& f) {
   return {kernel,           dtype_name,       f.contiguous,     f.channels_last,
           f.aligned,        f.index_bits,     f.channels_by_16, f.out_contiguous,
-          f.inner_stride_2, f.softmax_stats};
+          f.inner_stride_2, f.softmax_stats,  f.channels_exact};
 }
 
 int64_t flag(const Variant& v, const char* name) { return std::max<int64_t>(0, v.constexpr_value(name)); }
@@ -178,7 +179,7 @@ const std::map<FlavourKey, FlavourVariants>& variants_by_flavour() {
       const Flavour flavour{flag(v, "CONTIGUOUS"), flag(v, "CHANNELS_LAST"), flag(v, "ALIGNED"),
                             v.constexpr_value("INDEX_BITS"), flag(v, "CHANNELS_BY_16"),
                             flag(v, "OUT_CONTIGUOUS"), flag(v, "INNER_STRIDE_2"),
-                            flag(v, "SOFTMAX_STATS")};
+                            flag(v, "SOFTMAX_STATS"), flag(v, "CHANNELS_EXACT")};
       FlavourVariants& entry = built[key_of(v.kernel, v.dtype, flavour)];
       if (v.constexpr_value("SINGLE_PASS") == 0) {
         entry.multi_pass = &v;
@@ -199,13 +200,17 @@ const std::map<FlavourKey, FlavourVariants>& variants_by_flavour() {
 
 // In the first of `flavours` that `kernel` has for the dtype: the single-pass tile with the
 // smallest BLOCK_C that holds C, else the multi-pass tile. Each flavour is tried first in its
-// channels_by_16 form where C allows it (only single-pass tiles have one).
+// channels_exact form (a tile whose BLOCK_C is C), then in its channels_by_16 form where C
+// allows it; only single-pass tiles have either.
 std::pair<const Variant*, Flavour> choose_from(const char* kernel, at::ScalarType dtype,
                                                int64_t channels, c10::ArrayRef<Flavour> layouts) {
   const char* dtype_name = triton_dtype(dtype);
   const auto& index = variants_by_flavour();
-  c10::SmallVector<Flavour, 12> flavours;
+  c10::SmallVector<Flavour, 24> flavours;
   for (const Flavour& layout : layouts) {
+    Flavour exact = layout;
+    exact.channels_exact = 1;
+    flavours.push_back(exact);
     if (multiple_of_16(channels)) {
       Flavour by_16 = layout;
       by_16.channels_by_16 = 1;
@@ -217,9 +222,10 @@ std::pair<const Variant*, Flavour> choose_from(const char* kernel, at::ScalarTyp
     const auto found = index.find(key_of(kernel, dtype_name, flavour));
     if (found == index.end()) continue;
     for (const Variant* candidate : found->second.single_pass) {
-      if (candidate->constexpr_value("BLOCK_C") >= channels) return {candidate, flavour};
+      const int64_t block_c = candidate->constexpr_value("BLOCK_C");
+      if (flavour.channels_exact ? block_c == channels : block_c >= channels) return {candidate, flavour};
     }
-    if (found->second.multi_pass) return {found->second.multi_pass, flavour};
+    if (found->second.multi_pass && !flavour.channels_exact) return {found->second.multi_pass, flavour};
   }
   TORCH_CHECK(false, kernel, ": this build has no ", dtype_name, " kernel for C = ", channels);
 }
@@ -364,6 +370,7 @@ at::Tensor run_forward_cuda(const at::Tensor& x, const at::Tensor& bias, double 
         return;
       }
     }
+    TORCH_INTERNAL_ASSERT(!flavour.channels_exact || variant->constexpr_value("BLOCK_C") == v.channels);
     const int64_t block_s = variant->constexpr_value("BLOCK_S");
     // channels_last runs all N * S rows as one sample.
     const int64_t batch = flavour.channels_last ? 1 : v.batch;

@@ -101,8 +101,8 @@ bool positions_contiguous(const ChannelView& view);
 // the build generated: the most specific layout flavour the call allows (CONTIGUOUS, first
 // reading the softmax statistics where `softmax_stats`, which the caller passes only where
 // all_offsets_fit_in_32_bits; then the strided view with 32-bit offsets, then 64-bit ones) that
-// the kernel has, then its single-pass tile with the smallest BLOCK_C that holds C, else its
-// multi-pass tile.
+// the kernel has, then its single-pass tile whose BLOCK_C is C if it has one compiled for that
+// (channels_exact), else the one with the smallest BLOCK_C that holds C, else its multi-pass tile.
 const Variant& choose_variant(const char* kernel, at::ScalarType dtype, int64_t channels,
                               bool contiguous, bool fits_in_32_bits, bool softmax_stats);
 #endif
