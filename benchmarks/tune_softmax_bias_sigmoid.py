@@ -115,12 +115,13 @@ _AOT_EQUIVALENT = {}
 
 def aot_equivalent(module, flavour: str):
     """The kernel as triton_src/aot.py compiles it for the flavour: specialized on no argument
-    value but the multiples of 16 an ALIGNED variant promises. Left alone, Triton's JIT also
-    specializes on every integer equal to 1 and every argument divisible by 16, which the
-    library's images do not, so it times candidates faster than they will run."""
+    value but the alignment an ALIGNED variant promises (here as multiples of 16, which the
+    flavour's shapes are; the library promises 16 bytes' worth of elements). Left alone, Triton's
+    JIT also specializes on every integer equal to 1 and every argument divisible by 16, which
+    the library's images do not, so it times candidates faster than they will run."""
     if flavour not in _AOT_EQUIVALENT:
         contiguous, channels_last, aligned, _ = FLAVOURS[flavour]
-        promised = module.divisible_by_16(dict(CHANNELS_LAST=channels_last, ALIGNED=aligned))
+        promised = module.multiples(dict(CHANNELS_LAST=channels_last, ALIGNED=aligned), "fp32")
         fixed = [name for name in module.SIGNATURE if name not in promised]
         _AOT_EQUIVALENT[flavour] = triton.jit(module.softmax_bias_sigmoid.fn, do_not_specialize=fixed,
                                               do_not_specialize_on_alignment=fixed)

@@ -37,9 +37,9 @@ struct Variant {
   // Every parameter of the compiled entry: the kernel's own, then the trailing scratch
   // pointers that Triton adds (their number depends on the Triton version).
   const ParamKind* params;
-  // Per parameter: compiled on the promise that it is a multiple of 16 (a pointer's address in
-  // bytes, an integer's value). The launcher refuses arguments that break it.
-  const bool* divisible_by_16;
+  // Per parameter: 0, or the number it was compiled on the promise of being a multiple of (a
+  // pointer's address in bytes, an integer's value). The launcher refuses arguments that break it.
+  const int* multiple_of;
   size_t num_params;
   size_t num_user_params;
   const Image* images;

@@ -195,10 +195,11 @@ ParamKind LaunchArgs::next_kind(const char* what) const {
   return variant_.params[slots_.size()];
 }
 
-void LaunchArgs::check_divisible(int64_t value, const char* unit) const {
-  TORCH_CHECK(!variant_.divisible_by_16[slots_.size()] || value % 16 == 0, "fused_ops: ",
-              variant_.kernel, " argument ", slots_.size(), " = ", value, " ", unit,
-              " breaks the multiple-of-16 promise this variant was compiled with");
+void LaunchArgs::check_multiple(int64_t value, const char* unit) const {
+  const int multiple = variant_.multiple_of[slots_.size()];
+  TORCH_CHECK(multiple == 0 || value % multiple == 0, "fused_ops: ", variant_.kernel, " argument ",
+              slots_.size(), " = ", value, " ", unit, " breaks the multiple-of-", multiple,
+              " promise this variant was compiled with");
 }
 
 LaunchArgs& LaunchArgs::push(const void* value, size_t size) {
@@ -211,13 +212,13 @@ LaunchArgs& LaunchArgs::push(const void* value, size_t size) {
 LaunchArgs& LaunchArgs::pointer(const void* value) {
   TORCH_CHECK(next_kind("a pointer") == ParamKind::Pointer, "fused_ops: ", variant_.kernel,
               " argument ", slots_.size(), " is not a pointer");
-  check_divisible(static_cast<int64_t>(reinterpret_cast<uintptr_t>(value)), "(address)");
+  check_multiple(static_cast<int64_t>(reinterpret_cast<uintptr_t>(value)), "(address)");
   return push(&value, sizeof(value));
 }
 
 LaunchArgs& LaunchArgs::integer(int64_t value) {
   const ParamKind kind = next_kind("an integer");
-  check_divisible(value, "(value)");
+  check_multiple(value, "(value)");
   if (kind == ParamKind::Int64) return push(&value, sizeof(value));
   TORCH_CHECK(kind == ParamKind::Int32, "fused_ops: ", variant_.kernel, " argument ",
               slots_.size(), " is not an integer");

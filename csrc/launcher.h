@@ -20,8 +20,8 @@ namespace fused_ops {
 // The arguments of one launch of `variant`, in parameter order, each packed at the width
 // its compiled kernel declares: an integer goes in as 32 or 64 bits (checked to fit), a real
 // scalar as the 4-byte float or the 8-byte double the kernel takes (an fp32 one never as a
-// double). A wrong kind of argument, or one that breaks the variant's multiple-of-16 promise
-// (Variant::divisible_by_16), is an error here.
+// double). A wrong kind of argument, or one that breaks a promise the variant was compiled with
+// (Variant::multiple_of), is an error here.
 class LaunchArgs {
  public:
   explicit LaunchArgs(const Variant& variant) : variant_(variant) {}
@@ -35,7 +35,7 @@ class LaunchArgs {
     alignas(8) unsigned char bytes[8];
   };
   ParamKind next_kind(const char* what) const;
-  void check_divisible(int64_t value, const char* unit) const;
+  void check_multiple(int64_t value, const char* unit) const;
   LaunchArgs& push(const void* value, size_t size);
   const Variant& variant_;
   c10::SmallVector<Slot, 24> slots_;

@@ -140,14 +140,16 @@ def misaligned(x: torch.Tensor) -> torch.Tensor:
 
 
 # One case per kernel flavour the launcher picks between (see csrc/ops/softmax_bias_sigmoid.cpp):
-# rows of 16 positions or channels take the 16-byte aligned variants, the rest the unaligned ones;
-# unaligned fp16/bf16 NCHW tiles also have a twin for C a multiple of 16 (32, 2000; not 40).
+# rows that start on 16 bytes take the aligned variants, the rest the unaligned ones; unaligned
+# fp16/bf16 NCHW tiles also have a twin for C a multiple of 16 (32, 2000; not 40).
 FLAVOUR_CASES = {
     "nchw aligned": lambda x: x,
+    "nchw rows of 56 positions": lambda x: x[..., :7, :8].contiguous(),  # 16-byte rows, not 16 elements
     "nchw odd rows": lambda x: x[..., :-1].contiguous(),
     "nchw misaligned pointer": misaligned,
     "channels_last aligned": lambda x: x.to(memory_format=torch.channels_last),
     "channels_last odd C": lambda x: x[:, :-3].contiguous(memory_format=torch.channels_last),
+    "channels_last C = 8 (mod 16)": lambda x: x[:, :-8].contiguous(memory_format=torch.channels_last),
     "channels_last misaligned pointer": lambda x: misaligned(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2),
     "1x1 spatial": lambda x: x[..., :1, :1].contiguous(),
     "strided": lambda x: x[..., ::2],  # out, allocated contiguous, is written at stride 1

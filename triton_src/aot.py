@@ -6,10 +6,11 @@ Every module in this folder that declares ``VARIANTS`` is a kernel: its ``@trito
 function named ``KERNEL_NAME``, its argument ``SIGNATURE`` and ``DTYPES`` (a variant may
 name its own ``dtypes`` instead). A signature type may say ``{dtype}``, ``{acc_dtype}`` (the
 type the math runs in: fp64 for fp64, else fp32, as at::opmath_type) or any constexpr of the
-variant, such as ``i{INDEX_BITS}``. A module may define ``divisible_by_16(variant)``, the
-arguments that the variant is compiled to assume are multiples of 16; the table carries that
-promise to the launcher, which checks it on every call; a promise about a pointer must show up as
-16- or 8-byte accesses in the PTX, or the build fails. Each (variant, dtype, arch) is compiled
+variant, such as ``i{INDEX_BITS}``. A module may define ``multiples(variant, dtype)``, the
+arguments that the variant is compiled to assume are multiples of a number (a pointer's address
+in bytes, an integer's value), as {name: number}; the table carries that promise to the
+launcher, which checks it on every call; a promise about a pointer must show up as 16- or 8-byte
+accesses in the PTX, or the build fails. Each (variant, dtype, arch) is compiled
 with an explicit ``GPUTarget``, so no GPU or driver is needed, in
 parallel across cores. The output, ``BUILD_DIR/aot_kernels.cpp``, holds the cubins (and the
 PTX of the highest non-"a" arch, which any newer GPU can JIT) as byte arrays plus the table
@@ -64,7 +65,7 @@ class Compiled:
     num_warps: int
     shared_bytes: int
     params: list
-    divisible: list
+    multiples: list
     num_user_params: int
     cubin: bytes
     ptx: bytes | None
@@ -131,9 +132,9 @@ def signature_kinds(signature: dict) -> list[str]:
     return ["Pointer" if t.startswith("*") else _SIGNATURE_KIND[t] for t in signature.values()]
 
 
-def divisible_args(module, variant: dict) -> tuple:
-    hook = getattr(module, "divisible_by_16", None)
-    return tuple(hook(variant)) if hook else ()
+def promised_multiples(module, variant: dict, dtype: str) -> dict:
+    hook = getattr(module, "multiples", None)
+    return dict(hook(variant, dtype)) if hook else {}
 
 
 def compile_job(job: Job) -> Compiled:
@@ -147,11 +148,12 @@ def compile_job(job: Job) -> Compiled:
     num_stages = variant.pop("num_stages", 1)
     declared = formatted_signature(module, job.dtype, variant)
     signature = {**declared, **{name: "constexpr" for name in variant}}
-    divisible = divisible_args(module, variant)
-    unknown = set(divisible) - set(declared)
+    promised = promised_multiples(module, variant, job.dtype)
+    unknown = set(promised) - set(declared)
     if unknown:
-        raise RuntimeError(f"{job.kernel}: divisible_by_16 names {sorted(unknown)}, not in SIGNATURE")
-    attrs = {(index,): [["tt.divisibility", 16]] for index, name in enumerate(declared) if name in divisible}
+        raise RuntimeError(f"{job.kernel}: multiples names {sorted(unknown)}, not in SIGNATURE")
+    attrs = {(index,): [["tt.divisibility", promised[name]]] for index, name in enumerate(declared)
+             if name in promised}
     source = triton.compiler.ASTSource(fn=kernel, signature=signature, constexprs=variant, attrs=attrs)
     compiled = triton.compile(source, target=GPUTarget("cuda", job.arch, 32),
                               options={"num_warps": num_warps, "num_stages": num_stages})
@@ -167,16 +169,16 @@ def compile_job(job: Job) -> Compiled:
     ptx = compiled.asm["ptx"]
     # A pointer's alignment promise that reaches the compiler shows up as vector accesses; none
     # means this Triton version read the hint differently, and the variant would be slow for nothing.
-    if any(declared[name].startswith("*") for name in divisible) and not _WIDE_ACCESS.search(ptx):
+    if any(declared[name].startswith("*") for name in promised) and not _WIDE_ACCESS.search(ptx):
         raise RuntimeError(f"{job.kernel} ({job.dtype}, {variant}): compiled with divisibility hints "
-                           f"for {divisible} but issues no vector load or store")
+                           f"{promised} but issues no vector load or store")
     params = ptx_params(ptx, meta.name)
     expected = signature_kinds(declared)
     if params[:len(expected)] != expected or any(p != "Pointer" for p in params[len(expected):]):
         raise RuntimeError(f"{job.kernel} sm_{job.arch}: compiled parameters {params} do not "
                            f"start with the declared {expected} followed by scratch pointers")
-    flags = [name in divisible for name in declared] + [False] * (len(params) - len(expected))
-    return Compiled(job, meta.name, meta.num_warps, meta.shared, params, flags, len(expected),
+    multiples = [promised.get(name, 0) for name in declared] + [0] * (len(params) - len(expected))
+    return Compiled(job, meta.name, meta.num_warps, meta.shared, params, multiples, len(expected),
                     compiled.asm["cubin"], ptx.encode() + b"\0" if job.want_ptx else None)
 
 
@@ -192,7 +194,7 @@ def render(results: list[Compiled], archs: list[int]) -> str:
     arrays, images, variants = [], [], []
     for index, ((kernel, variant, dtype), compiled) in enumerate(groups.items()):
         first = compiled[0]
-        if any(c.params != first.params or c.num_warps != first.num_warps or c.divisible != first.divisible
+        if any(c.params != first.params or c.num_warps != first.num_warps or c.multiples != first.multiples
                for c in compiled):
             raise RuntimeError(f"{kernel} {dtype} {variant}: archs disagree on parameters or warps")
         image_rows = []
@@ -210,10 +212,10 @@ def render(results: list[Compiled], archs: list[int]) -> str:
                       + ", ".join(f'{{"{k}", {int(v)}}}' for k, v in constexprs) + "};\n"
                       f"const ParamKind params_{index}[] = {{"
                       + ", ".join(f"ParamKind::{p}" for p in first.params) + "};\n"
-                      f"const bool divisible_{index}[] = {{"
-                      + ", ".join("true" if d else "false" for d in first.divisible) + "};\n")
+                      f"const int multiple_of_{index}[] = {{"
+                      + ", ".join(str(m) for m in first.multiples) + "};\n")
         variants.append(f'  {{"{kernel}", "{dtype}", constexprs_{index}, {len(constexprs)}, '
-                        f"{first.num_warps}, params_{index}, divisible_{index}, {len(first.params)}, {first.num_user_params}, "
+                        f"{first.num_warps}, params_{index}, multiple_of_{index}, {len(first.params)}, {first.num_user_params}, "
                         f"images_{index}, {len(image_rows)}}},")
     arch_list = ";".join(str(a) for a in archs)
     return ("// Generated by triton_src/aot.py. Do not edit: the build writes it anew.\n"

@@ -70,13 +70,14 @@ def variant(paired, block_m, block_n, block_k, num_warps, num_stages, aligned=Fa
                 BLOCK_K=block_k, BREAKDOWN=breakdown, num_warps=num_warps, num_stages=num_stages)
 
 
-def divisible_by_16(variant: dict) -> tuple:
+def multiples(variant: dict, dtype: str) -> dict:
     """What an ALIGNED variant is compiled to assume (the launcher checks it per call): 16-byte
     aligned tensors and channel counts and input sizes that are multiples of 16, as the workload's
     are. It lets operand loads be 16 bytes wide and feed the tensor cores asynchronously."""
     if not variant.get("ALIGNED"):
-        return ()
-    return ("x_ptr", "weight_ptr", "out_ptr", "in_channels", "in_height", "in_width", "out_channels")
+        return {}
+    return {name: 16 for name in ("x_ptr", "weight_ptr", "out_ptr", "in_channels", "in_height", "in_width",
+                                  "out_channels")}
 
 
 # The launcher takes, for each tiling, the first variant (in this order) that the call's

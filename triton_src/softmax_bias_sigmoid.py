@@ -26,10 +26,10 @@ and 2.24x for the strided loads).
 C larger than every single-pass tile of contiguous NCHW goes to softmax_bias_sigmoid_split.py,
 which spreads the channels of a position over several programs.
 
-ALIGNED variants of the first two are compiled with the promise that the arguments in
-DIVISIBLE_BY_16 are multiples of 16 (pointers in bytes, integers in elements); triton_src/aot.py
-passes that promise to the compiler and into the kernel table, whose launcher refuses a call that
-breaks it. It lets every access be 16 bytes wide. The workload's 129 x 129 rows are odd, so
+ALIGNED variants of the first two are compiled with the promise that rows start on 16-byte
+boundaries (`multiples`: pointers in bytes, integers in elements); triton_src/aot.py passes that
+promise to the compiler and into the kernel table, whose launcher refuses a call that breaks it.
+It lets every access be 16 bytes wide. The workload's 129 x 129 rows are odd, so
 their channel rows start at every 4-byte offset and no position tile is 16-byte aligned in all
 rows: they run unaligned (benchmarks/NOTES.md has the measurements of the alternatives).
 Unaligned NCHW tiles of fp16 and bf16 are also compiled a second time (CHANNELS_BY_16) with the
@@ -93,16 +93,25 @@ SIGNATURE = {
 DTYPES = ("fp32", "fp16", "bf16")
 
 
-def divisible_by_16(variant: dict) -> tuple:
-    """The arguments a variant is compiled to assume are multiples of 16. ALIGNED: what makes a
-    row of the tile's contiguous axis start on a 16-byte boundary and its mask constant in
-    16-element runs. CHANNELS_BY_16: C."""
-    promised = ()
+ELEMENT_BYTES = {"fp64": 8, "fp32": 4, "fp16": 2, "bf16": 2}
+
+
+def multiples(variant: dict, dtype: str) -> dict:
+    """The arguments a variant is compiled to assume are multiples of a number, by name. ALIGNED:
+    16-byte aligned pointers, and integers that are multiples of 16 bytes' worth of elements (4 in
+    fp32, 8 in fp16 and bf16): every row of the tile's contiguous axis starts on a 16-byte
+    boundary and its mask is constant over each 16-byte vector, so every access is 16 bytes wide.
+    (Promising multiples of 16 elements instead left C = 100 fp32 or 1000 fp16 in channels_last
+    on 4- and 2-byte accesses: H100, 1.36x of a copy for 16x100x64x64 fp32, 0.98x with this.)
+    CHANNELS_BY_16: C a multiple of 16."""
+    promised = {}
     if variant.get("ALIGNED"):
-        promised = (("x_ptr", "out_ptr", "num_channels", "x_stride_inner") if variant["CHANNELS_LAST"]
-                    else ("x_ptr", "out_ptr", "num_positions", "x_stride_n", "x_stride_c", "out_stride_n"))
-    if variant.get("CHANNELS_BY_16") and "num_channels" not in promised:
-        promised += ("num_channels",)
+        elements = 16 // ELEMENT_BYTES[dtype]
+        integers = (("num_channels", "x_stride_inner") if variant["CHANNELS_LAST"]
+                    else ("num_positions", "x_stride_n", "x_stride_c", "out_stride_n"))
+        promised = {"x_ptr": 16, "out_ptr": 16, **{name: elements for name in integers}}
+    if variant.get("CHANNELS_BY_16"):
+        promised["num_channels"] = max(promised.get("num_channels", 1), 16)
     return promised
 
 
@@ -340,7 +349,7 @@ def softmax_bias_sigmoid(
     CHANNELS_EXACT: tl.constexpr = 0,
 ):
     # ALIGNED, CHANNELS_BY_16 and BATCH_BITS change nothing here: they name the divisibility
-    # promises (divisible_by_16) and the batch strides' width the variant is compiled with.
+    # promises (multiples) and the batch strides' width the variant is compiled with.
     index = tl.int64 if INDEX_BITS == 64 else tl.int32
     if CHANNELS_EXACT:
         # C as a constant equal to the tile: every channel mask folds away.

@@ -57,12 +57,12 @@ SIGNATURE = {
 DTYPES = ("fp32", "fp16", "bf16")
 
 
-def divisible_by_16(variant: dict) -> tuple:
+def multiples(variant: dict, dtype: str) -> dict:
     """As the forward's: a CHANNELS_BY_16 variant is compiled for C a multiple of 16. Every
     single-pass tile has that twin here (fewer registers: 175 instead of 203 at C = 128 in
     fp32). H100, the workload: the op ran at 1.33x of its copy with it; the same tile compiled
     without it, timed through Triton, at 1.36x."""
-    return ("num_channels",) if variant.get("CHANNELS_BY_16") else ()
+    return {"num_channels": 16} if variant.get("CHANNELS_BY_16") else {}
 
 
 def _variant(block_c, block_s, num_warps, single_pass=True, contiguous=True, index_bits=32, dtypes=DTYPES):

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <initializer_list>
 #include <limits>
 #include <map>
 #include <string>
@@ -243,16 +244,21 @@ c10::SmallVector<Flavour, 7> forward_flavours(const at::Tensor& x, const at::Ten
                                               const ChannelView& v) {
   c10::SmallVector<Flavour, 7> flavours;
   const bool pointers_aligned = aligned_16(x.const_data_ptr()) && aligned_16(out.const_data_ptr());
+  // The aligned variants' promise: rows that start on 16 bytes (triton_src: multiples).
+  const int64_t per_16_bytes = 16 / x.element_size();
+  const auto rows_of_16_bytes = [per_16_bytes](std::initializer_list<int64_t> elements) {
+    return std::all_of(elements.begin(), elements.end(),
+                       [per_16_bytes](int64_t count) { return count % per_16_bytes == 0; });
+  };
   const bool small = offsets_fit_in_32_bits(v);
   const int64_t row_stride = channels_last_row_stride(v);
   if (small && positions_contiguous(v)) {
-    if (pointers_aligned && multiple_of_16(v.positions) && multiple_of_16(v.x.n) &&
-        multiple_of_16(v.x.c) && multiple_of_16(v.out.n)) {
+    if (pointers_aligned && rows_of_16_bytes({v.positions, v.x.n, v.x.c, v.out.n})) {
       flavours.push_back({1, 0, 1, 32});
     }
     flavours.push_back({1, 0, 0, 32});
   } else if (row_stride > 0 && fits_in_32_bits(v.batch * v.positions * row_stride)) {
-    if (pointers_aligned && multiple_of_16(v.channels) && multiple_of_16(row_stride)) {
+    if (pointers_aligned && rows_of_16_bytes({v.channels, row_stride})) {
       flavours.push_back({0, 1, 1, 32});
     }
     flavours.push_back({0, 1, 0, 32});
