@@ -345,12 +345,12 @@ c10::SmallVector<Flavour, 7> writing_softmax_stats(c10::ArrayRef<Flavour> flavou
   return with_stats;
 }
 
-// out; and where `stats` is given and the call runs a tile that has a softmax_stats twin (the
-// single-pass CONTIGUOUS ones), the statistics, written by that twin into *stats, which
-// `stats_written` then says.
+// out. Where `stats` holds a buffer for the statistics and the call runs a tile that has a
+// softmax_stats twin (the single-pass CONTIGUOUS ones), that twin writes them into it; elsewhere
+// *stats is left undefined.
 at::Tensor run_forward_cuda(const at::Tensor& x, const at::Tensor& bias, double scale,
-                            at::Tensor* stats, bool& stats_written) {
-  stats_written = false;
+                            at::Tensor* stats = nullptr) {
+  const at::Tensor stats_buffer = stats != nullptr ? std::exchange(*stats, at::Tensor()) : at::Tensor();
   return with_channel_view(x, bias, [&](const at::Tensor& input, const at::Tensor& bias_flat,
                                         at::Tensor& out, const ChannelView& v) {
     // Taken after the checks: with bias on CUDA this kernel also sees an x on the CPU, which
@@ -385,12 +385,12 @@ at::Tensor run_forward_cuda(const at::Tensor& x, const at::Tensor& bias, double 
     const int64_t x_inner = flavour.channels_last ? channels_last_row_stride(v) : v.x.inner;
     const int64_t position_blocks = (positions + block_s - 1) / block_s;
     const uint32_t programs = grid_size(batch * position_blocks, kOp, input);
-    stats_written = flavour.softmax_stats != 0;
+    if (flavour.softmax_stats) *stats = stats_buffer;
     LaunchArgs args(*variant);
     args.pointer(input.const_data_ptr())
         .pointer(bias_flat.const_data_ptr())
         .pointer(out.mutable_data_ptr())
-        .pointer(stats_written ? stats->mutable_data_ptr() : nullptr)
+        .pointer(flavour.softmax_stats ? stats_buffer.mutable_data_ptr() : nullptr)
         .integer(v.channels)
         .integer(positions)
         .integer(inner_size)
@@ -404,17 +404,15 @@ at::Tensor run_forward_cuda(const at::Tensor& x, const at::Tensor& bias, double 
 }
 
 at::Tensor softmax_bias_sigmoid_cuda(const at::Tensor& x, const at::Tensor& bias, double scale) {
-  bool no_stats = false;
-  return run_forward_cuda(x, bias, scale, nullptr, no_stats);
+  return run_forward_cuda(x, bias, scale);
 }
 
 OutAndStats softmax_bias_sigmoid_forward_cuda(const at::Tensor& x, const at::Tensor& bias,
                                               double scale) {
   check_inputs(x, bias);
   at::Tensor stats = empty_softmax_stats(x);
-  bool stats_written = false;
-  at::Tensor out = run_forward_cuda(x, bias, scale, &stats, stats_written);
-  return {out, stats_written ? stats : softmax_stats_by_aten(x)};
+  at::Tensor out = run_forward_cuda(x, bias, scale, &stats);
+  return {out, stats.defined() ? stats : softmax_stats_by_aten(x)};
 }
 
 }  // namespace

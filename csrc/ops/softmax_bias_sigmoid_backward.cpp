@@ -153,8 +153,8 @@ at::Tensor column_sums(at::Tensor rows) {
   if (rows.size(0) < kTallRows) return rows.sum(0);
   const Variant& variant = column_sums_variant(rows.scalar_type());
   const int64_t columns = rows.size(1);
-  const int64_t column_blocks = (columns + variant.constexpr_value("BLOCK_C") - 1) /
-                                variant.constexpr_value("BLOCK_C");
+  const int64_t block_c = variant.constexpr_value("BLOCK_C");
+  const int64_t column_blocks = (columns + block_c - 1) / block_c;
   const int device = rows.get_device();
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device).stream();
   while (rows.size(0) > 1) {
