@@ -207,11 +207,16 @@ std::pair<const Variant*, Flavour> choose_from(const char* kernel, at::ScalarTyp
                                                int64_t channels, c10::ArrayRef<Flavour> layouts) {
   const char* dtype_name = triton_dtype(dtype);
   const auto& index = variants_by_flavour();
+  // A tile's BLOCK_C is a power of two (tl.arange's rule), so only such C can have an exact one;
+  // other calls skip those lookups.
+  const bool exact_possible = (channels & (channels - 1)) == 0;
   c10::SmallVector<Flavour, 24> flavours;
   for (const Flavour& layout : layouts) {
-    Flavour exact = layout;
-    exact.channels_exact = 1;
-    flavours.push_back(exact);
+    if (exact_possible) {
+      Flavour exact = layout;
+      exact.channels_exact = 1;
+      flavours.push_back(exact);
+    }
     if (multiple_of_16(channels)) {
       Flavour by_16 = layout;
       by_16.channels_by_16 = 1;
