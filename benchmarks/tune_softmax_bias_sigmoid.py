@@ -6,12 +6,13 @@ table that the build compiles: triton_src/softmax_bias_sigmoid_tuning.json.
 For every layout flavour (contiguous NCHW, the same with 16-byte aligned rows, channels_last
 unaligned and aligned, the general strided view) and every channel bucket BLOCK_C, it times each
 candidate (BLOCK_S, num_warps) through Triton's JIT on a ~128 MB tensor whose channel count
-fills the bucket, and keeps the fastest. Contiguous NCHW is timed a second time compiled for C
-equal to the bucket (CHANNELS_EXACT, no channel mask); such a tile is kept only where it beats
-the masked one of its bucket in the same run. --flavours re-measures some flavours and keeps the
-table's entries of the others. The launcher then takes, per call, the variant of the
-call's flavour and dtype with the smallest BLOCK_C that holds C (C++: choose_variant), falling
-back to the two-pass tile above the largest bucket.
+fills the bucket, and keeps the fastest. Contiguous NCHW is also timed compiled for C equal to
+the bucket (CHANNELS_EXACT, no channel mask) and with whole-sector stores (SECTOR_STORES), both
+and either; such a tile is kept only where it beats, in the same run, every tile that the
+launcher's order would put after it for C equal to the bucket (RIVALS). --flavours re-measures
+some flavours (and their rivals) and keeps the table's entries of the others. The launcher
+then takes, per call, the variant of the call's flavour and dtype with the smallest BLOCK_C that
+holds C (C++: choose_from), falling back to the two-pass tile above the largest bucket.
 
 fp16 and bf16 move the same bytes through the same instructions, so bf16 takes fp16's tiles.
 The RTX 4090 (sm_89), the product's target, cannot be measured here; it takes the H100's
@@ -51,16 +52,29 @@ INDEX64_TILES = ((16, 64, 4, True), (128, 16, 4, True), (32, 32, 4, False))
 SIZE_CLASSES = {"fp32": (torch.float32, ("fp32",)), "fp16": (torch.float16, ("fp16", "bf16"))}
 
 FLAVOURS = {
-    # name: (CONTIGUOUS, CHANNELS_LAST, ALIGNED, CHANNELS_EXACT)
-    "nchw": (1, 0, 0, 0),
-    "nchw_exact": (1, 0, 0, 1),
-    "nchw_aligned": (1, 0, 1, 0),
-    "channels_last": (0, 1, 0, 0),
-    "channels_last_aligned": (0, 1, 1, 0),
-    "strided": (0, 0, 0, 0),
+    # name: (CONTIGUOUS, CHANNELS_LAST, ALIGNED, CHANNELS_EXACT, SECTOR_STORES)
+    "nchw": (1, 0, 0, 0, 0),
+    "nchw_exact": (1, 0, 0, 1, 0),
+    "nchw_sector": (1, 0, 0, 0, 1),
+    "nchw_sector_exact": (1, 0, 0, 1, 1),
+    "nchw_aligned": (1, 0, 1, 0, 0),
+    "channels_last": (0, 1, 0, 0, 0),
+    "channels_last_aligned": (0, 1, 1, 0, 0),
+    "strided": (0, 0, 0, 0, 0),
 }
-# Each flavour whose tiles are kept only where they beat another's, measured in the same run.
-MUST_BEAT = {"nchw_exact": "nchw"}
+# The flavours whose tiles are kept only where they beat, in the same run, those of every rival:
+# the flavours that csrc/ops/softmax_bias_sigmoid.cpp (choose_from, forward_flavours) tries
+# after them for C equal to the bucket.
+RIVALS = {
+    "nchw_sector_exact": ("nchw_sector", "nchw_exact", "nchw"),
+    "nchw_sector": ("nchw_exact", "nchw"),
+    "nchw_exact": ("nchw",),
+}
+
+
+def sector_elements(dtype: torch.dtype) -> int:
+    """SECTOR_STORES's value: the elements of a 32-byte sector."""
+    return 32 // torch.tensor([], dtype=dtype).element_size()
 
 
 def load_kernel_module():
@@ -71,8 +85,9 @@ def load_kernel_module():
 
 
 def candidates(flavour: str, block_c: int) -> list[tuple[int, int]]:
-    """(BLOCK_S, num_warps) pairs holding 4 to 64 fp32 values per thread."""
-    channels_last = FLAVOURS[flavour][1]
+    """(BLOCK_S, num_warps) pairs holding 4 to 64 fp32 values per thread; BLOCK_S whole warps of
+    positions where the tile stores whole sectors."""
+    channels_last, sector_stores = FLAVOURS[flavour][1], FLAVOURS[flavour][4]
     pairs = set()
     for per_thread in (4, 8, 16, 32, 64):
         # 16 and 32 warps only where a row of channels is long enough to need them.
@@ -80,14 +95,14 @@ def candidates(flavour: str, block_c: int) -> list[tuple[int, int]]:
             block_s = per_thread * 32 * warps // block_c
             # Along positions a warp wants at least 16 neighbours for whole sectors; across
             # channels_last rows the channel axis is contiguous instead.
-            if block_s >= (1 if channels_last else 8) and block_s <= 4096:
+            if block_s >= (1 if channels_last else 32 if sector_stores else 8) and block_s <= 4096:
                 pairs.add((block_s, warps))
     return sorted(pairs)
 
 
 def make_case(flavour: str, block_c: int, dtype: torch.dtype, two_pass: bool = False):
     """x and a fresh output for the flavour, C filling the bucket, about TARGET_BYTES."""
-    contiguous, channels_last, aligned, _ = FLAVOURS[flavour]
+    contiguous, channels_last, aligned, _, _ = FLAVOURS[flavour]
     channels = TWO_PASS_CHANNELS if two_pass else block_c
     if channels_last and not aligned:
         channels = block_c - 1 if block_c > 4 else 3  # rows 4 bytes off alignment
@@ -120,7 +135,7 @@ def aot_equivalent(module, flavour: str):
     JIT also specializes on every integer equal to 1 and every argument divisible by 16, which
     the library's images do not, so it times candidates faster than they will run."""
     if flavour not in _AOT_EQUIVALENT:
-        contiguous, channels_last, aligned, _ = FLAVOURS[flavour]
+        contiguous, channels_last, aligned, _, _ = FLAVOURS[flavour]
         promised = module.multiples(dict(CHANNELS_LAST=channels_last, ALIGNED=aligned), "fp32")
         fixed = [name for name in module.SIGNATURE if name not in promised]
         _AOT_EQUIVALENT[flavour] = triton.jit(module.softmax_bias_sigmoid.fn, do_not_specialize=fixed,
@@ -130,34 +145,37 @@ def aot_equivalent(module, flavour: str):
 
 def launch(module, flavour: str, x, bias, out, block_c: int, block_s: int, warps: int, single_pass: bool):
     """The kernel call csrc/ops/softmax_bias_sigmoid.cpp makes for this flavour (x is 3-D here)."""
-    contiguous, channels_last, aligned, exact = FLAVOURS[flavour]
+    contiguous, channels_last, aligned, exact, sector_stores = FLAVOURS[flavour]
     batch, channels, positions = x.shape
+    sector = sector_elements(x.dtype) if sector_stores else 0
     if channels_last:
         rows = batch * positions
         grid, args = triton.cdiv(rows, block_s), (channels, rows, rows, triton.cdiv(rows, block_s))
     else:
-        blocks = triton.cdiv(positions, block_s)
+        per_program = block_s // 32 * (32 - sector) if sector else block_s
+        blocks = triton.cdiv(positions + max(sector - 1, 0), per_program)
         grid, args = batch * blocks, (channels, positions, positions, blocks)
     strides = (x.stride(0), x.stride(1), 0, x.stride(2), out.stride(0), out.stride(1), 0, out.stride(2))
     # out again as the softmax statistics' pointer, which a SOFTMAX_STATS=0 variant never writes.
     aot_equivalent(module, flavour)[(grid,)](
         x, bias, out, out, *args, *strides, 2.0, BLOCK_C=block_c, BLOCK_S=block_s, SINGLE_PASS=int(single_pass),
         CONTIGUOUS=contiguous, CHANNELS_LAST=channels_last, ALIGNED=aligned, INDEX_BITS=32,
-        OUT_CONTIGUOUS=int(flavour == "strided"), CHANNELS_EXACT=exact, num_warps=warps, num_stages=1)
+        OUT_CONTIGUOUS=int(flavour == "strided"), CHANNELS_EXACT=exact, SECTOR_STORES=sector, num_warps=warps,
+        num_stages=1)
 
 
 def jobs(flavours) -> list[tuple]:
     work = []
     for size_class in SIZE_CLASSES:
         for flavour in flavours:
-            contiguous, channels_last, aligned, exact = FLAVOURS[flavour]
+            contiguous, channels_last, aligned, exact, sector_stores = FLAVOURS[flavour]
             buckets = CHANNELS_LAST_BUCKETS if channels_last else BUCKETS
             for block_c in buckets:
                 if aligned and block_c < 16:
                     continue
                 for block_s, warps in candidates(flavour, block_c):
                     work.append((size_class, flavour, block_c, block_s, warps, True))
-            if not channels_last and not aligned and not exact:
+            if not channels_last and not aligned and not exact and not sector_stores:
                 for block_c, block_s, warps in TWO_PASS_TILES:
                     work.append((size_class, flavour, block_c, block_s, warps, False))
     return work
@@ -193,7 +211,7 @@ def main(argv=None) -> int:
     if not torch.cuda.is_available():
         print("tune_softmax_bias_sigmoid: needs a CUDA GPU")
         return 2
-    flavours = set(args.flavours) | {MUST_BEAT[f] for f in args.flavours if f in MUST_BEAT}
+    flavours = set(args.flavours) | {rival for f in args.flavours for rival in RIVALS.get(f, ())}
     kept, earlier = [], None
     if flavours != set(FLAVOURS):
         earlier = json.loads(args.out.read_text())
@@ -219,15 +237,17 @@ def main(argv=None) -> int:
 
     variants = kept
     for (size_class, flavour, bucket), choice in sorted(best.items(), key=lambda item: str(item[0])):
-        rival = best.get((size_class, MUST_BEAT.get(flavour), bucket))
-        if rival is not None and rival["ms"] <= choice["ms"]:
+        rivals = [best.get((size_class, rival, bucket)) for rival in RIVALS.get(flavour, ())]
+        if any(rival is not None and rival["ms"] <= choice["ms"] for rival in rivals):
             continue
-        contiguous, channels_last, aligned, exact = FLAVOURS[flavour]
+        contiguous, channels_last, aligned, exact, sector_stores = FLAVOURS[flavour]
         variants.append({"flavour": flavour, "dtypes": list(SIZE_CLASSES[size_class][1]),
                          "BLOCK_C": choice["BLOCK_C"], "BLOCK_S": choice["BLOCK_S"],
                          "num_warps": choice["num_warps"], "SINGLE_PASS": int(choice["single_pass"]),
                          "CONTIGUOUS": contiguous, "CHANNELS_LAST": channels_last, "ALIGNED": aligned,
-                         "CHANNELS_EXACT": exact, "INDEX_BITS": 32, "measured_ms": round(choice["ms"], 5)})
+                         "CHANNELS_EXACT": exact,
+                         "SECTOR_STORES": sector_elements(SIZE_CLASSES[size_class][0]) if sector_stores else 0,
+                         "INDEX_BITS": 32, "measured_ms": round(choice["ms"], 5)})
     for block_c, block_s, warps, single_pass in INDEX64_TILES:
         variants.append({"flavour": "strided_index64", "dtypes": ["fp32", "fp16", "bf16"],
                          "BLOCK_C": block_c, "BLOCK_S": block_s, "num_warps": warps,

@@ -189,6 +189,23 @@ def test_cuda_channels_filling_a_tile(channels, dtype):
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", CUDA_DTYPES, ids=str)
+@pytest.mark.parametrize("channels", [16, 100, 128])
+def test_cuda_odd_rows_around_warp_steps(channels, dtype):
+    """Odd NCHW rows, which the sector_stores tiles serve where the build has one for C: each warp
+    holds 32 positions and stores 32 - sector of them (24 in fp32, 16 in fp16/bf16), the first
+    warp of a sample from up to sector - 1 positions before its first. Counts under one warp's
+    step, just under and over multiples of both steps and of a program's positions; three
+    samples, so that rows start at different offsets from a sector."""
+    for positions in (1, 7, 15, 17, 23, 25, 47, 49, 95, 97, 191, 193, 769):
+        x, bias = make_inputs((3, channels, positions), dtype, "cuda")
+        poison_cuda_allocator(x.numel() * x.element_size())
+        out = op(x, bias, 2.0)
+        torch.cuda.synchronize()
+        assert_matches_reference(out, x, bias, 2.0)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", CUDA_DTYPES, ids=str)
 @pytest.mark.parametrize("shape", [(2, 3, 2, 2048), (3, 100, 4, 256), (2, 128, 3, 255), (2, 1000, 2, 64),
                                    (1, 4000, 2, 32), (2, 100, 4, 130)], ids=str)
 def test_cuda_every_other_column(shape, dtype):

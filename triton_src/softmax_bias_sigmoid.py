@@ -46,6 +46,19 @@ from the masked ones, and the tuner keeps one only where it beats the masked til
 (H100: fp16 128x128x129x129 went from 1.50x to 1.36x of a copy, with [128, 64] x 4 warps; fp32
 64x64x127x127 ran at 1.05x with [64, 128] x 8 and no mask, over 1.3x with the mask).
 
+SECTOR_STORES variants of unaligned NCHW store whole 32-byte sectors of out. A warp store of
+32 rows' worth of 4-byte values that starts off a sector writes two sectors in part, and those
+partial writes, not the loads, are what odd rows cost (H100: a plain tile copy of the workload's
+odd rows ran at 1.18 to 1.48x of a copy, odd to sector-aligned rows at 1.03 to 1.04x). So each
+warp's 32 lanes hold 32 consecutive positions of which the first SECTOR_STORES (a sector's worth
+of elements) are a halo shared with the warp before: the warp loads and reduces all 32, and in
+each channel row stores the 32 - SECTOR_STORES positions that start on a sector of out, which
+lie in its own lanes whatever the row's offset. A program thus covers BLOCK_S / 32 *
+(32 - SECTOR_STORES) new positions; the launcher sizes the grid by that. H100, the workload,
+[128, 32] x 4 warps: 1.034x of a copy, against 1.089x for the best tile without (a quarter more
+loads, all but the halo's hitting in cache). Every position is stored by exactly one warp
+whatever the offsets, so out's alignment decides the speed only, never the result.
+
 A program owns BLOCK_S positions and every channel of them. When all channels fit in one tile
 (SINGLE_PASS) the whole softmax stays in registers and each element is read once; otherwise the
 channels are swept in BLOCK_C chunks twice, first for an online max/sum, then for the output.
@@ -125,6 +138,7 @@ def _variants_from_tuning(path: Path = TUNING_FILE) -> list:
         variant = {key: entry[key] for key in ("BLOCK_C", "BLOCK_S", "SINGLE_PASS", "CONTIGUOUS",
                                                "CHANNELS_LAST", "ALIGNED", "INDEX_BITS", "num_warps")}
         variant["CHANNELS_EXACT"] = entry.get("CHANNELS_EXACT", 0)
+        variant["SECTOR_STORES"] = entry.get("SECTOR_STORES", 0)
         variant["dtypes"] = tuple(entry["dtypes"])
         variants.append(variant)
     return variants
@@ -162,7 +176,8 @@ def with_softmax_stats(variants: list, wanted=lambda variant: True) -> list:
     """The variants, each marked SOFTMAX_STATS=0, followed by a SOFTMAX_STATS=1 twin of each
     `wanted` single-pass CONTIGUOUS fp32 one: the forward that autograd runs, which also writes
     each position's softmax statistics for the backward (softmax_bias_sigmoid_backward.py reads
-    them). In fp16 and bf16 the backward measured slower reading them (H100, 16x128x128x128
+    them). The forward wants them all: the launcher tries each twin just before its tile, so
+    autograd then runs the tile the op runs, and gets the same out to the bit. In fp16 and bf16 the backward measured slower reading them (H100, 16x128x128x128
     bf16: 0.133 ms against 0.113 recomputing), so only fp32 has twins.
 
     The twins declare the batch strides 32-bit (BATCH_BITS): the launcher takes them only where
@@ -182,21 +197,17 @@ def _odd_half_precision_rows(variant: dict) -> bool:
             and "fp32" not in variant["dtypes"])
 
 
-def _channels_masked(variant: dict) -> bool:
-    return not variant["CHANNELS_EXACT"]
-
-
 # float64 (gradcheck, reference work) on CUDA: correct everywhere rather than fast, so one
 # tile per layout flavour and the multi-pass tile where C is larger; not tuned.
 _FP64 = dict(CHANNELS_LAST=0, ALIGNED=0, CHANNELS_BY_16=0, OUT_CONTIGUOUS=0, INNER_STRIDE_2=0, CHANNELS_EXACT=0,
-             dtypes=("fp64",))
+             SECTOR_STORES=0, dtypes=("fp64",))
 VARIANTS = with_softmax_stats(with_inner_stride_2(with_contiguous_out(with_channels_by_16(
     _variants_from_tuning(), _odd_half_precision_rows))) + [
     dict(_FP64, BLOCK_C=128, BLOCK_S=32, SINGLE_PASS=1, CONTIGUOUS=1, INDEX_BITS=32, num_warps=4),
     dict(_FP64, BLOCK_C=32, BLOCK_S=32, SINGLE_PASS=0, CONTIGUOUS=1, INDEX_BITS=32, num_warps=4),
     dict(_FP64, BLOCK_C=32, BLOCK_S=32, SINGLE_PASS=0, CONTIGUOUS=0, INDEX_BITS=32, num_warps=4),
     dict(_FP64, BLOCK_C=32, BLOCK_S=32, SINGLE_PASS=0, CONTIGUOUS=0, INDEX_BITS=64, num_warps=4),
-], _channels_masked)
+])
 
 # exp(v) = exp2(v * log2(e)): exp2 is the hardware instruction.
 LOG2E = tl.constexpr(1.4426950408889634)
@@ -215,10 +226,11 @@ def _channel_max(x):
 
 @triton.jit
 def _exp_and_inverse_sum(x):
-    """For a [BLOCK_C, BLOCK_S] tile holding every channel: exp(x - max) per channel, and
-    1 / sum(exp) per position."""
-    e = tl.exp2((x - _channel_max(x)[None, :]) * LOG2E)
-    return e, 1.0 / tl.sum(e, axis=0)
+    """For a [BLOCK_C, BLOCK_S] tile holding every channel: exp(x - max) per channel, 1 / sum(exp)
+    per position, and the max."""
+    channel_max = _channel_max(x)
+    e = tl.exp2((x - channel_max[None, :]) * LOG2E)
+    return e, 1.0 / tl.sum(e, axis=0), channel_max
 
 
 @triton.jit
@@ -311,6 +323,29 @@ def _sample_positions(num_positions, num_position_blocks, BLOCK_S: tl.constexpr,
 
 
 @triton.jit
+def _sector_positions(num_positions, num_position_blocks, BLOCK_S: tl.constexpr, SECTOR: tl.constexpr,
+                      index: tl.constexpr):
+    """As _sample_positions, for a SECTOR_STORES tile: column j is lane j % 32 of warp j // 32, and
+    each warp's first SECTOR positions repeat the last of the warp before. Also returns the lanes."""
+    STEP: tl.constexpr = 32 - SECTOR
+    n = (tl.program_id(0) // num_position_blocks).to(tl.int64)
+    block = (tl.program_id(0) % num_position_blocks).to(index)
+    columns = tl.arange(0, BLOCK_S).to(index)
+    lanes = columns % 32
+    s = block * (BLOCK_S // 32 * STEP) + columns // 32 * STEP + lanes - SECTOR
+    return n, s, (s >= 0) & (s < num_positions), lanes
+
+
+@triton.jit
+def _whole_sectors(row_offsets, lanes, SECTOR: tl.constexpr):
+    """[rows, BLOCK_S] mask of the positions a SECTOR_STORES tile stores: in each row, which starts
+    row_offsets elements past a sector of out, the 32 - SECTOR lanes of each warp whose positions
+    fill whole sectors."""
+    first_lane = SECTOR - row_offsets % SECTOR
+    return (lanes[None, :] - first_lane[:, None]).to(tl.uint32) < 32 - SECTOR
+
+
+@triton.jit
 def _spatial_groups(s, inner_size):
     """Positions s as (outer, inner) indices of the view's two strided spatial groups."""
     outer = s // inner_size
@@ -346,7 +381,7 @@ def softmax_bias_sigmoid(
     CONTIGUOUS: tl.constexpr, CHANNELS_LAST: tl.constexpr, ALIGNED: tl.constexpr,
     INDEX_BITS: tl.constexpr, CHANNELS_BY_16: tl.constexpr = 0, OUT_CONTIGUOUS: tl.constexpr = 0,
     INNER_STRIDE_2: tl.constexpr = 0, SOFTMAX_STATS: tl.constexpr = 0, BATCH_BITS: tl.constexpr = 64,
-    CHANNELS_EXACT: tl.constexpr = 0,
+    CHANNELS_EXACT: tl.constexpr = 0, SECTOR_STORES: tl.constexpr = 0,
 ):
     # ALIGNED, CHANNELS_BY_16 and BATCH_BITS change nothing here: they name the divisibility
     # promises (multiples) and the batch strides' width the variant is compiled with.
@@ -361,7 +396,11 @@ def softmax_bias_sigmoid(
     else:
         # [BLOCK_C channels, BLOCK_S positions] tiles of one sample (contiguous NCHW or the
         # strided view); the softmax runs along axis 0.
-        n, s, position_mask = _sample_positions(num_positions, num_position_blocks, BLOCK_S, index)
+        if SECTOR_STORES:
+            n, s, position_mask, lanes = _sector_positions(num_positions, num_position_blocks, BLOCK_S,
+                                                           SECTOR_STORES, index)
+        else:
+            n, s, position_mask = _sample_positions(num_positions, num_position_blocks, BLOCK_S, index)
         x_base = x_ptr + n * x_stride_n
         out_base = out_ptr + n * out_stride_n
         if CONTIGUOUS:
@@ -387,21 +426,32 @@ def softmax_bias_sigmoid(
             else:
                 x, channels, channel_mask, mask = _load_channels(
                     x_base, channel_offsets, num_channels, x_stride_c, x_cols, position_mask, index)
-            e, inv_denominator = _exp_and_inverse_sum(x)
+            e, inv_denominator, channel_max = _exp_and_inverse_sum(x)
             y = _epilogue(e, inv_denominator, bias_ptr, channel_offsets, channel_mask, scale)
             if CONTIGUOUS:
                 # Same strides: the load's offsets serve the store.
                 out_offsets = channels[:, None] * x_stride_c + x_cols[None, :]
             else:
                 out_offsets = channels[:, None] * out_stride_c + out_cols[None, :]
+            if SECTOR_STORES:
+                # Offsets from out's pointer, which is taken to start a sector (torch allocates
+                # on 512 bytes); were it not, the stores would be partial again, not wrong.
+                row_offsets = (n * out_stride_n % SECTOR_STORES).to(index) + channels * x_stride_c
+                mask = mask & _whole_sectors(row_offsets, lanes, SECTOR_STORES)
+                # Each position's statistics once: from the warp that holds it outside its halo.
+                position_mask = position_mask & (lanes >= SECTOR_STORES)
             tl.store(out_base + out_offsets, y.to(out_ptr.dtype.element_ty), mask=mask)
             if SOFTMAX_STATS:
-                # (N, 2, S) in the compute type: the max, then 1 / sum, of every position. The
-                # max is reduced again: keeping the first reduction's result live through the
-                # epilogue ran slower (H100, the workload: 1.23x of a copy, against 1.15x; the
-                # plain forward 1.09x). tl.max skips NaN, which 1 / sum carries.
+                # (N, 2, S) in the compute type: the max, then 1 / sum, of every position. Which
+                # max is faster depends on the tile, by how ptxas schedules it (H100, the workload,
+                # / a copy): the masked [128, 64] x 4 ran at 1.15x reducing x again with tl.max
+                # and 1.23x keeping the first reduction's max live (1.100x and 1.224x in a later
+                # run), the whole-sector [128, 32] x 4 at 1.187x and 1.042x (the op without
+                # statistics: 1.035x). tl.max skips NaN, the first max keeps it; 1 / sum carries it
+                # either way.
                 stats_base = softmax_stats_ptr + n * 2 * num_positions
-                tl.store(stats_base + s, tl.max(x, axis=0), mask=position_mask)
+                stats_max = channel_max if SECTOR_STORES else tl.max(x, axis=0)
+                tl.store(stats_base + s, stats_max, mask=position_mask)
                 tl.store(stats_base + num_positions + s, inv_denominator, mask=position_mask)
         else:
             reference, inv_denominator = _softmax_statistics(

@@ -172,7 +172,7 @@ def softmax_bias_sigmoid_backward(
             inv_denominator = tl.load(stats_base + num_positions + s, mask=position_mask, other=0.0)
             e = tl.exp2((x - channel_max[None, :]) * LOG2E)
         else:
-            e, inv_denominator = _exp_and_inverse_sum(x)
+            e, inv_denominator, _ = _exp_and_inverse_sum(x)
         p, grad_p = _grad_p(e, inv_denominator, bias_ptr, channel_offsets, channel_mask, grad_out, mask, scale)
         grad_x = p * (grad_p - tl.sum(p * grad_p, axis=0)[None, :])
         tl.store(grad_x_base + channels[:, None] * grad_x_stride_c + grad_x_cols[None, :],

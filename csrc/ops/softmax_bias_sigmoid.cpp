@@ -144,14 +144,16 @@ int64_t largest_offset(const ChannelView& v, const ChannelStrides& strides) {
 // ones (of the strided view) write out's positions at stride 1; inner_stride_2 ones also read
 // x's positions, at stride 2 in their inner group, as the contiguous span under a tile;
 // softmax_stats ones write (the forward) or read (the backward) the softmax statistics;
-// channels_exact ones are compiled for C equal to their BLOCK_C.
+// channels_exact ones are compiled for C equal to their BLOCK_C; sector_stores ones (contiguous
+// NCHW) store whole 32-byte sectors of out, each warp over positions that overlap the warp
+// before's (triton_src/softmax_bias_sigmoid.py).
 struct Flavour {
   int64_t contiguous, channels_last, aligned, index_bits, channels_by_16 = 0, out_contiguous = 0,
-      inner_stride_2 = 0, softmax_stats = 0, channels_exact = 0;
+      inner_stride_2 = 0, softmax_stats = 0, channels_exact = 0, sector_stores = 0;
 };
 
 using FlavourKey = std::tuple<std::string, std::string, int64_t, int64_t, int64_t, int64_t,
-                              int64_t, int64_t, int64_t, int64_t, int64_t>;
+                              int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>;
 
 // The variants of one (kernel, dtype, flavour): single-pass tiles by ascending BLOCK_C, and
 // the multi-pass tile if there is one.
@@ -163,7 +165,7 @@ struct FlavourVariants {
 FlavourKey key_of(const char* kernel, const char* dtype_name, const Flavour& f) {
   return {kernel,           dtype_name,       f.contiguous,     f.channels_last,
           f.aligned,        f.index_bits,     f.channels_by_16, f.out_contiguous,
-          f.inner_stride_2, f.softmax_stats,  f.channels_exact};
+          f.inner_stride_2, f.softmax_stats,  f.channels_exact, f.sector_stores};
 }
 
 int64_t flag(const Variant& v, const char* name) { return std::max<int64_t>(0, v.constexpr_value(name)); }
@@ -180,7 +182,8 @@ const std::map<FlavourKey, FlavourVariants>& variants_by_flavour() {
       const Flavour flavour{flag(v, "CONTIGUOUS"), flag(v, "CHANNELS_LAST"), flag(v, "ALIGNED"),
                             v.constexpr_value("INDEX_BITS"), flag(v, "CHANNELS_BY_16"),
                             flag(v, "OUT_CONTIGUOUS"), flag(v, "INNER_STRIDE_2"),
-                            flag(v, "SOFTMAX_STATS"), flag(v, "CHANNELS_EXACT")};
+                            flag(v, "SOFTMAX_STATS"), flag(v, "CHANNELS_EXACT"),
+                            int64_t{flag(v, "SECTOR_STORES") > 0}};
       FlavourVariants& entry = built[key_of(v.kernel, v.dtype, flavour)];
       if (v.constexpr_value("SINGLE_PASS") == 0) {
         entry.multi_pass = &v;
@@ -199,10 +202,23 @@ const std::map<FlavourKey, FlavourVariants>& variants_by_flavour() {
   return index;
 }
 
+// The smallest BLOCK_C of `variants`' single-pass tiles that holds C; 0 if none does.
+int64_t smallest_tile_holding(const FlavourVariants& variants, int64_t channels) {
+  for (const Variant* candidate : variants.single_pass) {
+    const int64_t block_c = candidate->constexpr_value("BLOCK_C");
+    if (block_c >= channels) return block_c;
+  }
+  return 0;
+}
+
 // In the first of `flavours` that `kernel` has for the dtype: the single-pass tile with the
 // smallest BLOCK_C that holds C, else the multi-pass tile. Each flavour is tried first in its
 // channels_exact form (a tile whose BLOCK_C is C), then in its channels_by_16 form where C
-// allows it; only single-pass tiles have either.
+// allows it; only single-pass tiles have either. The tuner keeps a tile only where it beats
+// every tile that this order would put after it for C equal to its BLOCK_C. A masked
+// sector_stores tile was measured against the tile of its own BLOCK_C alone, and the tuner
+// keeps it for some buckets only: it serves C only where the flavour's plain tiles would take
+// that same BLOCK_C (C = 100 must not run in a 256-channel tile because 128 has none).
 std::pair<const Variant*, Flavour> choose_from(const char* kernel, at::ScalarType dtype,
                                                int64_t channels, c10::ArrayRef<Flavour> layouts) {
   const char* dtype_name = triton_dtype(dtype);
@@ -227,6 +243,16 @@ std::pair<const Variant*, Flavour> choose_from(const char* kernel, at::ScalarTyp
   for (const Flavour& flavour : flavours) {
     const auto found = index.find(key_of(kernel, dtype_name, flavour));
     if (found == index.end()) continue;
+    if (flavour.sector_stores && !flavour.channels_exact) {
+      Flavour plain = flavour;
+      plain.sector_stores = plain.channels_by_16 = 0;
+      const auto plain_tiles = index.find(key_of(kernel, dtype_name, plain));
+      const int64_t block_c = smallest_tile_holding(found->second, channels);
+      if (plain_tiles == index.end() || block_c == 0 ||
+          block_c != smallest_tile_holding(plain_tiles->second, channels)) {
+        continue;
+      }
+    }
     for (const Variant* candidate : found->second.single_pass) {
       const int64_t block_c = candidate->constexpr_value("BLOCK_C");
       if (flavour.channels_exact ? block_c == channels : block_c >= channels) return {candidate, flavour};
@@ -242,12 +268,13 @@ bool out_positions_contiguous(const ChannelView& v) {
 }
 
 // The forward's flavours for a call, fastest first: contiguous NCHW or dense channels_last
-// (each 16-byte aligned where x, out and the strides allow it), then the general strided view
+// (each 16-byte aligned where x, out and the strides allow it; unaligned NCHW first with whole
+// sector stores, where the build has such a tile for C), then the general strided view
 // at 32 bits (first with out's positions at stride 1 where they are, and before that with x's
 // read as spans where its inner stride is 2) and at 64 bits.
-c10::SmallVector<Flavour, 7> forward_flavours(const at::Tensor& x, const at::Tensor& out,
+c10::SmallVector<Flavour, 8> forward_flavours(const at::Tensor& x, const at::Tensor& out,
                                               const ChannelView& v) {
-  c10::SmallVector<Flavour, 7> flavours;
+  c10::SmallVector<Flavour, 8> flavours;
   const bool pointers_aligned = aligned_16(x.const_data_ptr()) && aligned_16(out.const_data_ptr());
   // The aligned variants' promise: rows that start on 16 bytes (triton_src: multiples).
   const int64_t per_16_bytes = 16 / x.element_size();
@@ -261,6 +288,9 @@ c10::SmallVector<Flavour, 7> forward_flavours(const at::Tensor& x, const at::Ten
     if (pointers_aligned && rows_of_16_bytes({v.positions, v.x.n, v.x.c, v.out.n})) {
       flavours.push_back({1, 0, 1, 32});
     }
+    Flavour sector_stores{1, 0, 0, 32};
+    sector_stores.sector_stores = 1;
+    flavours.push_back(sector_stores);
     flavours.push_back({1, 0, 0, 32});
   } else if (row_stride > 0 && fits_in_32_bits(v.batch * v.positions * row_stride)) {
     if (pointers_aligned && rows_of_16_bytes({v.channels, row_stride})) {
@@ -337,8 +367,8 @@ void launch_split(const SplitKernel& kernel, const at::Tensor& x, const at::Tens
 }
 
 // The flavours, each contiguous one preceded by its softmax_stats twin.
-c10::SmallVector<Flavour, 7> writing_softmax_stats(c10::ArrayRef<Flavour> flavours) {
-  c10::SmallVector<Flavour, 7> with_stats;
+c10::SmallVector<Flavour, 8> writing_softmax_stats(c10::ArrayRef<Flavour> flavours) {
+  c10::SmallVector<Flavour, 8> with_stats;
   for (const Flavour& flavour : flavours) {
     if (flavour.contiguous) {
       Flavour twin = flavour;
@@ -361,7 +391,7 @@ at::Tensor run_forward_cuda(const at::Tensor& x, const at::Tensor& bias, double 
     // Taken after the checks: with bias on CUDA this kernel also sees an x on the CPU, which
     // must get the named device error rather than fail in the guard.
     const c10::cuda::CUDAGuard guard(input.device());
-    c10::SmallVector<Flavour, 7> flavours = forward_flavours(input, out, v);
+    c10::SmallVector<Flavour, 8> flavours = forward_flavours(input, out, v);
     if (stats != nullptr && all_offsets_fit_in_32_bits(v)) flavours = writing_softmax_stats(flavours);
     auto choice = choose_from("softmax_bias_sigmoid", input.scalar_type(), v.channels, flavours);
     // An inner_stride_2 tile must not cross an inner group: where its BLOCK_S does not divide
@@ -388,7 +418,13 @@ at::Tensor run_forward_cuda(const at::Tensor& x, const at::Tensor& bias, double 
     const int64_t positions = flavour.channels_last ? v.batch * v.positions : v.positions;
     const int64_t inner_size = flavour.channels_last ? positions : v.inner_size;
     const int64_t x_inner = flavour.channels_last ? channels_last_row_stride(v) : v.x.inner;
-    const int64_t position_blocks = (positions + block_s - 1) / block_s;
+    // A sector_stores tile's warps each take 32 - sector new positions, and the first warp of a
+    // sample starts up to sector - 1 positions before its first: the programs must reach that far
+    // past the last.
+    const int64_t sector = flavour.sector_stores ? variant->constexpr_value("SECTOR_STORES") : 0;
+    const int64_t positions_per_program = sector > 0 ? block_s / 32 * (32 - sector) : block_s;
+    const int64_t reach = sector > 0 ? positions + sector - 1 : positions;
+    const int64_t position_blocks = (reach + positions_per_program - 1) / positions_per_program;
     const uint32_t programs = grid_size(batch * position_blocks, kOp, input);
     if (flavour.softmax_stats) *stats = stats_buffer;
     LaunchArgs args(*variant);
