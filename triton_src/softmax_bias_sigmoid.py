@@ -327,6 +327,7 @@ def _sector_positions(num_positions, num_position_blocks, BLOCK_S: tl.constexpr,
                       index: tl.constexpr):
     """As _sample_positions, for a SECTOR_STORES tile: column j is lane j % 32 of warp j // 32, and
     each warp's first SECTOR positions repeat the last of the warp before. Also returns the lanes."""
+    tl.static_assert(BLOCK_S % 32 == 0, "a SECTOR_STORES tile holds whole warps of positions")
     STEP: tl.constexpr = 32 - SECTOR
     n = (tl.program_id(0) // num_position_blocks).to(tl.int64)
     block = (tl.program_id(0) % num_position_blocks).to(index)
