@@ -119,16 +119,23 @@ def test_library_holds_sm89_and_sm90_cubins_and_sm89_ptx():
 CUDA_DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
 
 
+def run_on_poisoned_memory(x, bias, scale):
+    """The op on CUDA with its output allocated where NaN was just written, so that an element it
+    leaves unwritten fails the float64 reference check; returns the output."""
+    poison_cuda_allocator(x.numel() * x.element_size())
+    out = op(x, bias, scale)
+    torch.cuda.synchronize()
+    assert_matches_reference(out, x, bias, scale)
+    return out
+
+
 @pytest.mark.cuda
 @pytest.mark.parametrize("shape", SHAPES + [(1, 4096, 5), (2, 32768, 2)], ids=str)
 @pytest.mark.parametrize("dtype", CUDA_DTYPES, ids=str)
 def test_cuda_matches_reference(shape, dtype):
     scale = SCALES[hash(shape) % len(SCALES)]
     x, bias = make_inputs(shape, dtype, "cuda")
-    poison_cuda_allocator(x.numel() * x.element_size())
-    out = op(x, bias, scale)
-    torch.cuda.synchronize()
-    assert_matches_reference(out, x, bias, scale)
+    run_on_poisoned_memory(x, bias, scale)
 
 
 def misaligned(x: torch.Tensor) -> torch.Tensor:
@@ -165,10 +172,7 @@ def test_cuda_layout_flavours(flavour, dtype, channels):
     base, _ = make_inputs((2, channels, 4, 8) if channels > 1000 else (3, channels, 8, 16), dtype, "cuda")
     x = FLAVOUR_CASES[flavour](base)
     bias = torch.randn(x.shape[1], dtype=torch.float64).to("cuda", dtype)
-    poison_cuda_allocator(x.numel() * x.element_size())
-    out = op(x, bias, -1.5)
-    torch.cuda.synchronize()
-    assert_matches_reference(out, x, bias, -1.5)
+    out = run_on_poisoned_memory(x, bias, -1.5)
     if x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last):
         assert out.stride() == x.stride(), f"{flavour}: output does not keep the input's layout"
 
@@ -181,10 +185,7 @@ def test_cuda_channels_filling_a_tile(channels, dtype):
     channel mask) serve where the build has one, and C one short of it, which the masked tile
     serves."""
     x, bias = make_inputs((2, channels, 7, 9), dtype, "cuda")
-    poison_cuda_allocator(x.numel() * x.element_size())
-    out = op(x, bias, 2.0)
-    torch.cuda.synchronize()
-    assert_matches_reference(out, x, bias, 2.0)
+    run_on_poisoned_memory(x, bias, 2.0)
 
 
 @pytest.mark.cuda
@@ -198,10 +199,7 @@ def test_cuda_odd_rows_around_warp_steps(channels, dtype):
     samples, so that rows start at different offsets from a sector."""
     for positions in (1, 7, 15, 17, 23, 25, 47, 49, 95, 97, 191, 193, 769):
         x, bias = make_inputs((3, channels, positions), dtype, "cuda")
-        poison_cuda_allocator(x.numel() * x.element_size())
-        out = op(x, bias, 2.0)
-        torch.cuda.synchronize()
-        assert_matches_reference(out, x, bias, 2.0)
+        run_on_poisoned_memory(x, bias, 2.0)
 
 
 @pytest.mark.cuda
@@ -216,10 +214,7 @@ def test_cuda_every_other_column(shape, dtype):
     base, _ = make_inputs(shape, dtype, "cuda")
     x = base[..., ::2]
     bias = torch.randn(x.shape[1], dtype=torch.float64).to("cuda", dtype)
-    poison_cuda_allocator(x.numel() * x.element_size())
-    out = op(x, bias, 2.0)
-    torch.cuda.synchronize()
-    assert_matches_reference(out, x, bias, 2.0)
+    out = run_on_poisoned_memory(x, bias, 2.0)
     assert out.is_contiguous()
 
 
