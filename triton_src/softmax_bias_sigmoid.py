@@ -177,8 +177,9 @@ def with_softmax_stats(variants: list, wanted=lambda variant: True) -> list:
     `wanted` single-pass CONTIGUOUS fp32 one: the forward that autograd runs, which also writes
     each position's softmax statistics for the backward (softmax_bias_sigmoid_backward.py reads
     them). The forward wants them all: the launcher tries each twin just before its tile, so
-    autograd then runs the tile the op runs, and gets the same out to the bit. In fp16 and bf16 the backward measured slower reading them (H100, 16x128x128x128
-    bf16: 0.133 ms against 0.113 recomputing), so only fp32 has twins.
+    autograd then runs the tile the op runs, and gets the same out to the bit. In fp16 and bf16
+    the backward measured slower reading them (H100, 16x128x128x128 bf16: 0.133 ms against 0.113
+    recomputing), so only fp32 has twins.
 
     The twins declare the batch strides 32-bit (BATCH_BITS): the launcher takes them only where
     every offset of the tensor fits. On the H100 the same statistics-reading backward ran at
