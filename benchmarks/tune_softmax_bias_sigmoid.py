@@ -4,7 +4,8 @@ table that the build compiles: triton_src/softmax_bias_sigmoid_tuning.json.
     python benchmarks/tune_softmax_bias_sigmoid.py [--out PATH] [--jobs N]
 
 For every layout flavour (contiguous NCHW, the same with 16-byte aligned rows, channels_last
-unaligned and aligned, the general strided view) and every channel bucket BLOCK_C, it times each
+unaligned and aligned, the general strided view, and x[..., ::2] with rows on 16 bytes read as
+whole spans) and every channel bucket BLOCK_C, it times each
 candidate (BLOCK_S, num_warps) through Triton's JIT on a ~128 MB tensor whose channel count
 fills the bucket, and keeps the fastest. Contiguous NCHW is also timed compiled for C equal to
 the bucket (CHANNELS_EXACT, no channel mask) and with whole-sector stores (SECTOR_STORES), both
@@ -12,7 +13,9 @@ and either; such a tile is kept only where it beats, in the same run, every tile
 launcher's order would put after it for C equal to the bucket (RIVALS). --flavours re-measures
 some flavours (and their rivals) and keeps the table's entries of the others. The launcher
 then takes, per call, the variant of the call's flavour and dtype with the smallest BLOCK_C that
-holds C (C++: choose_from), falling back to the two-pass tile above the largest bucket.
+holds C (C++: choose_from), falling back to the two-pass tile above the largest bucket; the
+aligned spans' two-pass tile is timed at several C and replaces the single-pass tiles from the
+first bucket where it is faster.
 
 fp16 and bf16 move the same bytes through the same instructions, so bf16 takes fp16's tiles.
 The RTX 4090 (sm_89), the product's target, cannot be measured here; it takes the H100's
@@ -46,6 +49,22 @@ BUCKETS = (4, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 CHANNELS_LAST_BUCKETS = BUCKETS + (8192, 16384, 32768)
 TWO_PASS_TILES = ((64, 64, 4), (128, 32, 4), (128, 16, 4), (256, 16, 4), (512, 8, 8))
 TWO_PASS_CHANNELS = 8192
+# The aligned spans of x[..., ::2] take a two-pass tile wherever it beats the single-pass one, not
+# only above the largest bucket: its loads go through shared memory SWEEP_STAGES chunks ahead,
+# and in bf16 a single-pass tile of C = 4096 holds 8 positions, half a sector of out's rows
+# (H100, 16x4096x32x32 x[..., ::2], / a copy of the view: [64, 32] x 4 two-pass 1.35x, the
+# single-pass [4096, 8] x 16 1.73x, torch.compile 1.41x; without the prefetch 1.42x).
+SPAN_TWO_PASS_TILES = ((32, 32, 4), (64, 16, 4), (64, 32, 4), (128, 16, 4), (128, 32, 4), (256, 32, 4))
+# The span flavours are timed on x[..., ::2] of rows of 2 * SPAN_ROW elements, and their tiles
+# hold at most SPAN_ROW positions: a tile must not cross a row (an inner group), and the
+# launcher falls back to the unaligned spans where BLOCK_S does not divide the row. They start
+# at SPAN_FROM channels: below it the unaligned span tiles run at 0.86 to 0.96x of a copy of the
+# view (H100), and a tile limited to SPAN_ROW positions is slower there (fp16, C = 16: 0.221 ms
+# against 0.142 with 512 positions).
+SPAN_ROW = 32
+SPAN_FROM = 1024
+SPAN_TWO_PASS_CHANNELS = (1024, 2048, 4096, TWO_PASS_CHANNELS)
+SPAN_SWEEP_STAGES = 3
 # Not tuned: 64-bit offsets are for samples past 2^31 elements, rare and too large to sweep
 # here; large tiles spill with them (benchmarks/NOTES.md), so these stay small.
 INDEX64_TILES = ((16, 64, 4, True), (128, 16, 4, True), (32, 32, 4, False))
@@ -61,6 +80,7 @@ FLAVOURS = {
     "channels_last": (0, 1, 0, 0, 0),
     "channels_last_aligned": (0, 1, 1, 0, 0),
     "strided": (0, 0, 0, 0, 0),
+    "strided_span_aligned": (0, 0, 1, 0, 0),
 }
 # The flavours whose tiles are kept only where they beat, in the same run, those of every rival:
 # the flavours that csrc/ops/softmax_bias_sigmoid.cpp (choose_from, forward_flavours) tries
@@ -75,6 +95,18 @@ RIVALS = {
 def sector_elements(dtype: torch.dtype) -> int:
     """SECTOR_STORES's value: the elements of a 32-byte sector."""
     return 32 // torch.tensor([], dtype=dtype).element_size()
+
+
+def strided(flavour: str) -> bool:
+    """Whether the flavour is of the strided view (x[..., ::2] here; out at stride 1)."""
+    contiguous, channels_last = FLAVOURS[flavour][:2]
+    return not contiguous and not channels_last
+
+
+def spans(flavour: str) -> bool:
+    """Whether the flavour's tiles read x[..., ::2] as aligned spans (INNER_STRIDE_2) and are
+    tuned as such, rather than derived from the strided ones (softmax_bias_sigmoid.py)."""
+    return strided(flavour) and FLAVOURS[flavour][2] == 1
 
 
 def load_kernel_module():
@@ -95,24 +127,31 @@ def candidates(flavour: str, block_c: int) -> list[tuple[int, int]]:
             block_s = per_thread * 32 * warps // block_c
             # Along positions a warp wants at least 16 neighbours for whole sectors; across
             # channels_last rows the channel axis is contiguous instead.
-            if block_s >= (1 if channels_last else 32 if sector_stores else 8) and block_s <= 4096:
+            if (block_s >= (1 if channels_last else 32 if sector_stores else 8) and block_s <= 4096
+                    and (not spans(flavour) or SPAN_ROW % block_s == 0)):
                 pairs.add((block_s, warps))
     return sorted(pairs)
 
 
-def make_case(flavour: str, block_c: int, dtype: torch.dtype, two_pass: bool = False):
-    """x and a fresh output for the flavour, C filling the bucket, about TARGET_BYTES."""
+def make_case(flavour: str, channels: int, dtype: torch.dtype):
+    """x and a fresh output for the flavour with C channels, about TARGET_BYTES."""
     contiguous, channels_last, aligned, _, _ = FLAVOURS[flavour]
-    channels = TWO_PASS_CHANNELS if two_pass else block_c
+    block_c = channels
     if channels_last and not aligned:
         channels = block_c - 1 if block_c > 4 else 3  # rows 4 bytes off alignment
     element = torch.tensor([], dtype=dtype).element_size()
     positions = max(1, TARGET_BYTES // (8 * channels * element))
-    if aligned:
+    if spans(flavour):
+        positions = max(SPAN_ROW, positions // SPAN_ROW * SPAN_ROW)
+    elif aligned:
         positions = max(16, positions // 16 * 16)
     elif contiguous:
         positions |= 1  # odd rows, as the workload's 129 x 129
-    if flavour == "strided":
+    if spans(flavour):
+        wide = torch.randn(8, channels, positions // SPAN_ROW, 2 * SPAN_ROW, device="cuda", dtype=dtype)
+        x = wide[..., ::2]
+        out = torch.empty(x.shape, device="cuda", dtype=dtype)
+    elif strided(flavour):
         wide = torch.randn(8, channels, 2 * positions, device="cuda", dtype=dtype)
         x = wide[..., ::2]
         out = torch.empty(x.shape, device="cuda", dtype=dtype)
@@ -136,7 +175,7 @@ def aot_equivalent(module, flavour: str):
     the library's images do not, so it times candidates faster than they will run."""
     if flavour not in _AOT_EQUIVALENT:
         contiguous, channels_last, aligned, _, _ = FLAVOURS[flavour]
-        promised = module.multiples(dict(CHANNELS_LAST=channels_last, ALIGNED=aligned), "fp32")
+        promised = module.multiples(dict(CONTIGUOUS=contiguous, CHANNELS_LAST=channels_last, ALIGNED=aligned), "fp32")
         fixed = [name for name in module.SIGNATURE if name not in promised]
         _AOT_EQUIVALENT[flavour] = triton.jit(module.softmax_bias_sigmoid.fn, do_not_specialize=fixed,
                                               do_not_specialize_on_alignment=fixed)
@@ -144,9 +183,11 @@ def aot_equivalent(module, flavour: str):
 
 
 def launch(module, flavour: str, x, bias, out, block_c: int, block_s: int, warps: int, single_pass: bool):
-    """The kernel call csrc/ops/softmax_bias_sigmoid.cpp makes for this flavour (x is 3-D here)."""
+    """The kernel call csrc/ops/softmax_bias_sigmoid.cpp makes for this flavour: x is 3-D, one
+    group of positions, or 4-D with each row of the last dimension an inner group."""
     contiguous, channels_last, aligned, exact, sector_stores = FLAVOURS[flavour]
-    batch, channels, positions = x.shape
+    batch, channels = x.shape[:2]
+    positions, inner_size = x[0, 0].numel(), x.shape[-1]
     sector = sector_elements(x.dtype) if sector_stores else 0
     if channels_last:
         rows = batch * positions
@@ -154,47 +195,80 @@ def launch(module, flavour: str, x, bias, out, block_c: int, block_s: int, warps
     else:
         per_program = block_s // 32 * (32 - sector) if sector else block_s
         blocks = triton.cdiv(positions + max(sector - 1, 0), per_program)
-        grid, args = batch * blocks, (channels, positions, positions, blocks)
-    strides = (x.stride(0), x.stride(1), 0, x.stride(2), out.stride(0), out.stride(1), 0, out.stride(2))
+        grid, args = batch * blocks, (channels, positions, inner_size, blocks)
+    strides = [stride for t in (x, out) for stride in (t.stride(0), t.stride(1), t.stride(2) if t.dim() == 4 else 0,
+                                                       t.stride(-1))]
     # out again as the softmax statistics' pointer, which a SOFTMAX_STATS=0 variant never writes.
     aot_equivalent(module, flavour)[(grid,)](
         x, bias, out, out, *args, *strides, 2.0, BLOCK_C=block_c, BLOCK_S=block_s, SINGLE_PASS=int(single_pass),
         CONTIGUOUS=contiguous, CHANNELS_LAST=channels_last, ALIGNED=aligned, INDEX_BITS=32,
-        OUT_CONTIGUOUS=int(flavour == "strided"), CHANNELS_EXACT=exact, SECTOR_STORES=sector, num_warps=warps,
-        num_stages=1)
+        OUT_CONTIGUOUS=int(strided(flavour)), INNER_STRIDE_2=int(spans(flavour)), CHANNELS_EXACT=exact,
+        SECTOR_STORES=sector, SWEEP_STAGES=sweep_stages(flavour, single_pass), num_warps=warps, num_stages=1)
+
+
+def sweep_stages(flavour: str, single_pass: bool) -> int:
+    return SPAN_SWEEP_STAGES if spans(flavour) and not single_pass else 1
 
 
 def jobs(flavours) -> list[tuple]:
+    """(size class, flavour, BLOCK_C, BLOCK_S, warps, single pass, C timed at) per candidate."""
     work = []
     for size_class in SIZE_CLASSES:
         for flavour in flavours:
             contiguous, channels_last, aligned, exact, sector_stores = FLAVOURS[flavour]
             buckets = CHANNELS_LAST_BUCKETS if channels_last else BUCKETS
             for block_c in buckets:
-                if aligned and block_c < 16:
+                if (aligned and block_c < 16) or (spans(flavour) and block_c < SPAN_FROM):
                     continue
                 for block_s, warps in candidates(flavour, block_c):
-                    work.append((size_class, flavour, block_c, block_s, warps, True))
-            if not channels_last and not aligned and not exact and not sector_stores:
+                    work.append((size_class, flavour, block_c, block_s, warps, True, block_c))
+            if spans(flavour):
+                for block_c, block_s, warps in SPAN_TWO_PASS_TILES:
+                    for channels in SPAN_TWO_PASS_CHANNELS:
+                        work.append((size_class, flavour, block_c, block_s, warps, False, channels))
+            elif not channels_last and not aligned and not exact and not sector_stores:
                 for block_c, block_s, warps in TWO_PASS_TILES:
-                    work.append((size_class, flavour, block_c, block_s, warps, False))
+                    work.append((size_class, flavour, block_c, block_s, warps, False, TWO_PASS_CHANNELS))
     return work
 
 
 def run_job(job, module=None) -> float:
     """Compiles (through Triton's cache) and, in the parent, times one candidate; checks it."""
-    size_class, flavour, block_c, block_s, warps, single_pass = job
+    size_class, flavour, block_c, block_s, warps, single_pass, channels = job
     module = module or load_kernel_module()
     dtype = SIZE_CLASSES[size_class][0]
-    x, bias, out = make_case(flavour, block_c, dtype, two_pass=not single_pass)
+    x, bias, out = make_case(flavour, channels, dtype)
     run = lambda: launch(module, flavour, x, bias, out, block_c, block_s, warps, single_pass)  # noqa: E731
     out.fill_(float("nan"))
     run()
-    expected = torch.sigmoid((torch.softmax(x.float(), 1) + bias.float()[:, None]) * 2.0)
+    expected = torch.sigmoid((torch.softmax(x.float(), 1) + bias.float().view(-1, *[1] * (x.dim() - 2))) * 2.0)
     error = (out.float() - expected).abs().max().item()
     if not error <= 1e-2:
         raise RuntimeError(f"{job}: max abs error {error}")
     return triton.testing.do_bench(run, warmup=5, rep=25, return_mode="median")
+
+
+def choose_two_pass(best: dict, two_pass_ms: dict) -> None:
+    """Adds each flavour's two-pass tile to `best`: the one fastest where it takes over from the
+    single-pass tiles. The span flavours' two-pass tiles are timed at several bucket sizes too:
+    from the smallest bucket where one of them beat the single-pass tile, the single-pass tiles of
+    that bucket and above go (the launcher takes the smallest one that holds C, else the two-pass
+    tile), and the two-pass tile is the fastest at that bucket. Elsewhere it is the fastest at the
+    largest C it was timed at, above every bucket."""
+    tiles_of: dict[tuple, dict] = {}
+    for (size_class, flavour, tile), times in two_pass_ms.items():
+        tiles_of.setdefault((size_class, flavour), {})[tile] = times
+    for (size_class, flavour), tiles in tiles_of.items():
+        timed_at = sorted(set.intersection(*(set(times) for times in tiles.values())))
+        takeover = [c for c in timed_at if (size_class, flavour, c) in best
+                    and min(times[c] for times in tiles.values()) < best[(size_class, flavour, c)]["ms"]]
+        at = takeover[0] if takeover else timed_at[-1]
+        block_c, block_s, warps = min(tiles, key=lambda tile: tiles[tile][at])
+        for bucket in BUCKETS:
+            if takeover and bucket >= at:
+                best.pop((size_class, flavour, bucket), None)
+        best[(size_class, flavour, "two-pass")] = {"ms": tiles[(block_c, block_s, warps)][at], "BLOCK_C": block_c,
+                                                   "BLOCK_S": block_s, "num_warps": warps, "single_pass": False}
 
 
 def compile_only(job) -> None:
@@ -224,16 +298,26 @@ def main(argv=None) -> int:
 
     module = load_kernel_module()
     best: dict[tuple, dict] = {}
+    two_pass_ms: dict[tuple, dict] = {}  # (size class, flavour, tile) -> {C: ms}
     for index, job in enumerate(work, 1):
-        size_class, flavour, block_c, block_s, warps, single_pass = job
+        size_class, flavour, block_c, block_s, warps, single_pass, channels = job
         ms = run_job(job, module)
-        key = (size_class, flavour, block_c if single_pass else "two-pass")
-        if key not in best or ms < best[key]["ms"]:
-            best[key] = {"ms": ms, "BLOCK_C": block_c, "BLOCK_S": block_s, "num_warps": warps,
-                         "single_pass": single_pass}
+        if single_pass:
+            key = (size_class, flavour, block_c)
+            if key not in best or ms < best[key]["ms"]:
+                best[key] = {"ms": ms, "BLOCK_C": block_c, "BLOCK_S": block_s, "num_warps": warps,
+                             "single_pass": True}
+        else:
+            two_pass_ms.setdefault((size_class, flavour, (block_c, block_s, warps)), {})[channels] = ms
         if index % 25 == 0 or index == len(work):
-            print(f"[{index}/{len(work)}] {size_class} {flavour} C{block_c} S{block_s} w{warps}: {ms:.4f} ms",
-                  flush=True)
+            print(f"[{index}/{len(work)}] {size_class} {flavour} C{block_c} S{block_s} w{warps} "
+                  f"at C = {channels}: {ms:.4f} ms", flush=True)
+    for (size_class, flavour, (block_c, block_s, warps)), times in two_pass_ms.items():
+        print(f"two-pass {size_class} {flavour} [{block_c}, {block_s}] x {warps}: "
+              + ", ".join(f"C = {c} {ms:.4f} ms" + (f" (single-pass {best[(size_class, flavour, c)]['ms']:.4f})"
+                                                    if (size_class, flavour, c) in best else "")
+                          for c, ms in times.items()), flush=True)
+    choose_two_pass(best, two_pass_ms)
 
     variants = kept
     for (size_class, flavour, bucket), choice in sorted(best.items(), key=lambda item: str(item[0])):
@@ -241,13 +325,15 @@ def main(argv=None) -> int:
         if any(rival is not None and rival["ms"] <= choice["ms"] for rival in rivals):
             continue
         contiguous, channels_last, aligned, exact, sector_stores = FLAVOURS[flavour]
+        span_keys = {"OUT_CONTIGUOUS": 1, "INNER_STRIDE_2": 1,
+                     "SWEEP_STAGES": sweep_stages(flavour, choice["single_pass"])} if spans(flavour) else {}
         variants.append({"flavour": flavour, "dtypes": list(SIZE_CLASSES[size_class][1]),
                          "BLOCK_C": choice["BLOCK_C"], "BLOCK_S": choice["BLOCK_S"],
                          "num_warps": choice["num_warps"], "SINGLE_PASS": int(choice["single_pass"]),
                          "CONTIGUOUS": contiguous, "CHANNELS_LAST": channels_last, "ALIGNED": aligned,
                          "CHANNELS_EXACT": exact,
                          "SECTOR_STORES": sector_elements(SIZE_CLASSES[size_class][0]) if sector_stores else 0,
-                         "INDEX_BITS": 32, "measured_ms": round(choice["ms"], 5)})
+                         **span_keys, "INDEX_BITS": 32, "measured_ms": round(choice["ms"], 5)})
     for block_c, block_s, warps, single_pass in INDEX64_TILES:
         variants.append({"flavour": "strided_index64", "dtypes": ["fp32", "fp16", "bf16"],
                          "BLOCK_C": block_c, "BLOCK_S": block_s, "num_warps": warps,

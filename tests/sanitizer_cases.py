@@ -26,6 +26,7 @@ SHAPES = [
     (1, 4100, 2, 3),     # two-pass with a partial last chunk
     (1, 16, 2049),       # rank 3, a partial last block of positions
     (2, 5, 2, 64),       # every other position: rows of 64, read as contiguous spans
+    (1, 4100, 2, 32),    # the same with the two-pass tile
     (5, 1000),           # rank 2
     (2, 3, 4, 5, 6),     # rank 5
 ]
@@ -38,7 +39,13 @@ def layouts(x):
     if x.dim() == 4:
         yield "channels_last", x.to(memory_format=torch.channels_last)
     if x.dim() >= 3:
-        yield "every_other_position", torch.cat([x, x], dim=-1)[..., ::2]
+        every_other = torch.cat([x, x], dim=-1)[..., ::2]
+        yield "every_other_position", every_other
+        # Rows on 16 bytes, and nothing after the last position's element: a whole span read
+        # (the aligned span tiles) would leave x's storage.
+        last = sum((size - 1) * stride for size, stride in zip(every_other.shape, every_other.stride()))
+        yield "every_other_position_ending_storage", (
+            every_other.as_strided([last + 1], [1]).clone().as_strided(every_other.shape, every_other.stride()))
         # The same with nothing after the last position's element: a span read past it would
         # leave x's storage.
         yield "every_other_position_to_the_end", torch.cat([x, x], dim=-1)[..., :-1].contiguous()[..., ::2]

@@ -205,17 +205,35 @@ def test_cuda_odd_rows_around_warp_steps(channels, dtype):
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", CUDA_DTYPES, ids=str)
 @pytest.mark.parametrize("shape", [(2, 3, 2, 2048), (3, 100, 4, 256), (2, 128, 3, 255), (2, 1000, 2, 64),
-                                   (1, 4000, 2, 32), (2, 100, 4, 130)], ids=str)
+                                   (1, 4000, 2, 32), (2, 4096, 2, 128), (1, 5000, 2, 64), (2, 100, 4, 130)],
+                         ids=str)
 def test_cuda_every_other_column(shape, dtype):
-    """x[..., ::2]: read as contiguous spans where a tile's positions fit in one row (the first
-    five: rows of 1024, 128, 128, 32 and 16 positions, the last two with tiles of 1024 and 4096
-    channels), at stride 2 where they do not (65 positions). Width 255: the span under a row's
+    """x[..., ::2]: read as contiguous spans where a tile's positions fit in one row (rows of 1024,
+    128, 128, 32, 16, 64 and 32 positions, with tiles of 1024 and 4096 channels and the two-pass
+    tiles of C = 4096 and 5000), at stride 2 where they do not (65 positions). Every width but 255
+    keeps the rows on 16 bytes, which the aligned span tiles take; at 255 the span under a row's
     last position would end past x."""
     base, _ = make_inputs(shape, dtype, "cuda")
     x = base[..., ::2]
     bias = torch.randn(x.shape[1], dtype=torch.float64).to("cuda", dtype)
     out = run_on_poisoned_memory(x, bias, 2.0)
     assert out.is_contiguous()
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", CUDA_DTYPES, ids=str)
+@pytest.mark.parametrize("channels", [64, 4096])
+def test_cuda_every_other_column_ending_its_storage(channels, dtype):
+    """x[..., ::2] with rows on 16 bytes whose last position is its storage's last element: the
+    aligned span tiles would read the element after it, so the launcher takes the tiles that mask
+    it (a read past the storage shows under compute-sanitizer, tests/sanitizer_cases.py)."""
+    wide, _ = make_inputs((2, channels, 2, 64), dtype, "cuda")
+    view = wide[..., ::2]
+    last = sum((size - 1) * stride for size, stride in zip(view.shape, view.stride()))
+    x = wide.flatten()[:last + 1].clone().as_strided(view.shape, view.stride())
+    assert x.untyped_storage().nbytes() == (last + 1) * x.element_size()
+    bias = torch.randn(channels, dtype=torch.float64).to("cuda", dtype)
+    run_on_poisoned_memory(x, bias, 2.0)
 
 
 @pytest.mark.cuda

@@ -21,7 +21,13 @@ INNER_STRIDE_2 twins of the single-pass ones serve x whose inner spatial stride 
 (x[..., ::2]) when no tile crosses an inner group: they load the contiguous span under the
 tile's positions and keep every other element, so that a warp's loads are whole lines, not
 halves (H100, in the library: 0.96x of a copy of the view in fp32, 0.86x in bf16, against 1.49x
-and 2.24x for the strided loads).
+and 2.24x for the strided loads). For C >= 1024 the spans also have ALIGNED tiles of their own
+(tuned as the flavour strided_span_aligned): rows on 16 bytes, and the span's last element read
+too where the launcher finds it inside x's storage, so every access is a whole 16-byte vector;
+their two-pass tile prefetches SWEEP_STAGES chunks into shared memory and serves C from the
+first bucket where it beats the single-pass tile: in bf16 from C = 4096, whose single-pass tile
+holds 8 positions, half a sector of out's rows (H100, 16x4096x32x32 x[..., ::2] in bf16, / a
+copy of the view: two-pass 1.35x, single-pass 1.73x, torch.compile 1.41x).
 
 C larger than every single-pass tile of contiguous NCHW goes to softmax_bias_sigmoid_split.py,
 which spreads the channels of a position over several programs.
@@ -120,8 +126,13 @@ def multiples(variant: dict, dtype: str) -> dict:
     promised = {}
     if variant.get("ALIGNED"):
         elements = 16 // ELEMENT_BYTES[dtype]
-        integers = (("num_channels", "x_stride_inner") if variant["CHANNELS_LAST"]
-                    else ("num_positions", "x_stride_n", "x_stride_c", "out_stride_n"))
+        if variant.get("CHANNELS_LAST"):
+            integers = ("num_channels", "x_stride_inner")
+        elif variant.get("CONTIGUOUS"):
+            integers = ("num_positions", "x_stride_n", "x_stride_c", "out_stride_n")
+        else:  # the spans of INNER_STRIDE_2 tiles, and out's rows of positions at stride 1
+            integers = ("num_positions", "inner_size", "x_stride_n", "x_stride_c", "x_stride_outer",
+                        "out_stride_n", "out_stride_c")
         promised = {"x_ptr": 16, "out_ptr": 16, **{name: elements for name in integers}}
     if variant.get("CHANNELS_BY_16"):
         promised["num_channels"] = max(promised.get("num_channels", 1), 16)
@@ -139,27 +150,31 @@ def _variants_from_tuning(path: Path = TUNING_FILE) -> list:
                                                "CHANNELS_LAST", "ALIGNED", "INDEX_BITS", "num_warps")}
         variant["CHANNELS_EXACT"] = entry.get("CHANNELS_EXACT", 0)
         variant["SECTOR_STORES"] = entry.get("SECTOR_STORES", 0)
+        variant["SWEEP_STAGES"] = entry.get("SWEEP_STAGES", 1)
+        # Set by the tuner where a flavour has its own tiles rather than twins of another's.
+        variant.update({key: entry[key] for key in ("OUT_CONTIGUOUS", "INNER_STRIDE_2") if key in entry})
         variant["dtypes"] = tuple(entry["dtypes"])
         variants.append(variant)
     return variants
 
 
 def with_contiguous_out(variants: list) -> list:
-    """The variants, each marked OUT_CONTIGUOUS=0, followed by an OUT_CONTIGUOUS=1 twin of each
-    32-bit strided one."""
-    twins = [dict(v, OUT_CONTIGUOUS=1) for v in variants
-             if not v["CONTIGUOUS"] and not v["CHANNELS_LAST"] and v["INDEX_BITS"] == 32]
-    return [dict(v, OUT_CONTIGUOUS=0) for v in variants] + twins
+    """The variants, each marked OUT_CONTIGUOUS=0 where the table did not mark it, followed by an
+    OUT_CONTIGUOUS=1 twin of each unmarked 32-bit strided one."""
+    twins = [dict(v, OUT_CONTIGUOUS=1) for v in variants if "OUT_CONTIGUOUS" not in v
+             and not v["CONTIGUOUS"] and not v["CHANNELS_LAST"] and v["INDEX_BITS"] == 32]
+    return [{"OUT_CONTIGUOUS": 0, **v} for v in variants] + twins
 
 
 def with_inner_stride_2(variants: list) -> list:
-    """The variants, each marked INNER_STRIDE_2=0, followed by an INNER_STRIDE_2=1 twin of each
-    single-pass OUT_CONTIGUOUS one. Measured against that tile on the H100, / a copy of the view:
-    C = 128 fp32 1.49x -> 0.96x, bf16 2.24x -> 0.86x; bf16 [512, 16] x 8 2.43x -> 0.93x; fp32
-    [1024, 16] x 8 1.46x -> 1.08x; fp32 [4096, 8] x 16 2.03x -> 1.15x (48 bytes of spills)."""
+    """The variants, each marked INNER_STRIDE_2=0 where the table did not mark it, followed by an
+    INNER_STRIDE_2=1 twin of each unmarked single-pass OUT_CONTIGUOUS one. Measured against that
+    tile on the H100, / a copy of the view: C = 128 fp32 1.49x -> 0.96x, bf16 2.24x -> 0.86x; bf16
+    [512, 16] x 8 2.43x -> 0.93x; fp32 [1024, 16] x 8 1.46x -> 1.08x; fp32 [4096, 8] x 16 2.03x ->
+    1.15x (48 bytes of spills)."""
     twins = [dict(v, INNER_STRIDE_2=1) for v in variants
-             if v.get("OUT_CONTIGUOUS") and v["SINGLE_PASS"]]
-    return [dict(v, INNER_STRIDE_2=0) for v in variants] + twins
+             if "INNER_STRIDE_2" not in v and v.get("OUT_CONTIGUOUS") and v["SINGLE_PASS"]]
+    return [{"INNER_STRIDE_2": 0, **v} for v in variants] + twins
 
 
 def with_channels_by_16(variants: list, wanted=lambda variant: True) -> list:
@@ -201,7 +216,7 @@ def _odd_half_precision_rows(variant: dict) -> bool:
 # float64 (gradcheck, reference work) on CUDA: correct everywhere rather than fast, so one
 # tile per layout flavour and the multi-pass tile where C is larger; not tuned.
 _FP64 = dict(CHANNELS_LAST=0, ALIGNED=0, CHANNELS_BY_16=0, OUT_CONTIGUOUS=0, INNER_STRIDE_2=0, CHANNELS_EXACT=0,
-             SECTOR_STORES=0, dtypes=("fp64",))
+             SECTOR_STORES=0, SWEEP_STAGES=1, dtypes=("fp64",))
 VARIANTS = with_softmax_stats(with_inner_stride_2(with_contiguous_out(with_channels_by_16(
     _variants_from_tuning(), _odd_half_precision_rows))) + [
     dict(_FP64, BLOCK_C=128, BLOCK_S=32, SINGLE_PASS=1, CONTIGUOUS=1, INDEX_BITS=32, num_warps=4),
@@ -243,37 +258,40 @@ def _to_compute(x):
 
 
 @triton.jit
-def _load_channels(x_base, channel_offsets, num_channels, x_stride_c, x_cols, position_mask,
-                   index: tl.constexpr):
-    """The tile of channels `channel_offsets` at the tile's positions, in the compute type;
-    -inf where masked, which the max ignores and exp2 turns into 0."""
+def _load_tile(x_base, channel_offsets, num_channels, x_stride_c, columns, column_mask, index: tl.constexpr,
+               EVERY_OTHER: tl.constexpr):
+    """The channels `channel_offsets` of x at `columns` (where column_mask), in the compute type;
+    -inf where masked, which the max ignores and exp2 turns into 0. Also the channels and their
+    mask. EVERY_OTHER: the columns are the span under the tile's positions (_span_columns), twice
+    as many, of which the even ones are the tile's."""
     channel_mask = channel_offsets < num_channels
     channels = channel_offsets.to(index)
-    mask = channel_mask[:, None] & position_mask[None, :]
-    x = tl.load(x_base + channels[:, None] * x_stride_c + x_cols[None, :],
-                mask=mask, other=-float("inf"))
-    x = _to_compute(x)
-    return x, channels, channel_mask, mask
+    x = tl.load(x_base + channels[:, None] * x_stride_c + columns[None, :],
+                mask=channel_mask[:, None] & column_mask[None, :], other=-float("inf"))
+    if EVERY_OTHER:
+        x, _ = tl.split(tl.reshape(x, [x.shape[0], x.shape[1] // 2, 2]))
+    return _to_compute(x), channels, channel_mask
 
 
 @triton.jit
-def _load_every_other(x_base, channel_offsets, num_channels, x_stride_c, x_stride_outer, inner_size,
-                      first_position, position_mask, index: tl.constexpr, BLOCK_C: tl.constexpr,
-                      BLOCK_S: tl.constexpr):
-    """As _load_channels, for the tile at positions first_position + [0, BLOCK_S), all in one
-    inner group of stride 2, read as the contiguous span under them: the even elements of it.
-    The span's last element lies past the tile's last position, and past x where that is x's
-    last, so it is not read."""
+def _load_channels(x_base, channel_offsets, num_channels, x_stride_c, x_cols, position_mask,
+                   index: tl.constexpr):
+    """_load_tile at the tile's own positions; also the mask of the tile's elements."""
+    x, channels, channel_mask = _load_tile(x_base, channel_offsets, num_channels, x_stride_c, x_cols,
+                                           position_mask, index, 0)
+    return x, channels, channel_mask, channel_mask[:, None] & position_mask[None, :]
+
+
+@triton.jit
+def _span_columns(first_position, x_stride_outer, inner_size, BLOCK_S: tl.constexpr, WHOLE_SPAN: tl.constexpr):
+    """For a tile at positions first_position + [0, BLOCK_S), all in one inner group of stride 2:
+    the columns of the contiguous span under them and which of those to read. The span's last
+    element lies past the tile's last position, and past x where that is x's last: it is read
+    only where WHOLE_SPAN says the launcher found it inside x's storage, which keeps every
+    16-byte vector of the span whole."""
     outer, inner = _spatial_groups(first_position, inner_size)
     span = tl.arange(0, 2 * BLOCK_S)
-    channels = channel_offsets.to(index)
-    channel_mask = channels < num_channels
-    span_mask = channel_mask[:, None] & (span < 2 * BLOCK_S - 1)[None, :]
-    columns = outer * x_stride_outer + 2 * inner + span
-    raw = tl.load(x_base + channels[:, None] * x_stride_c + columns[None, :], mask=span_mask,
-                  other=-float("inf"))
-    even, _ = tl.split(tl.reshape(raw, [BLOCK_C, BLOCK_S, 2]))
-    return _to_compute(even), channels, channel_mask, channel_mask[:, None] & position_mask[None, :]
+    return outer * x_stride_outer + 2 * inner + span, span < (2 * BLOCK_S if WHOLE_SPAN else 2 * BLOCK_S - 1)
 
 
 @triton.jit
@@ -288,15 +306,17 @@ def _epilogue(e, inv_denominator, bias_ptr, channels, channel_mask, scale):
 
 
 @triton.jit
-def _softmax_statistics(x_base, channel_offsets, num_channels, x_stride_c, x_cols, position_mask,
-                        index: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr):
-    """One sweep over the channels in BLOCK_C chunks with an online max and sum: per position,
-    the reference point to subtract before exp2 and 1 / sum(exp)."""
+def _softmax_statistics(x_base, channel_offsets, num_channels, x_stride_c, columns, column_mask,
+                        index: tl.constexpr, EVERY_OTHER: tl.constexpr, BLOCK_C: tl.constexpr,
+                        BLOCK_S: tl.constexpr, SWEEP_STAGES: tl.constexpr):
+    """One sweep over the channels in BLOCK_C chunks with an online max and sum:
+    per position, the reference point to subtract before exp2 and 1 / sum(exp). The chunks are
+    read as _load_tile reads them; SWEEP_STAGES > 1 prefetches as many into shared memory."""
     running_max = _to_compute(tl.full([BLOCK_S], -float("inf"), x_base.dtype.element_ty))
     running_sum = _to_compute(tl.zeros([BLOCK_S], x_base.dtype.element_ty))
-    for c0 in range(0, num_channels, BLOCK_C):
-        x, channels, channel_mask, mask = _load_channels(
-            x_base, c0 + channel_offsets, num_channels, x_stride_c, x_cols, position_mask, index)
+    for c0 in tl.range(0, num_channels, BLOCK_C, num_stages=SWEEP_STAGES):
+        x, _, _ = _load_tile(x_base, c0 + channel_offsets, num_channels, x_stride_c, columns, column_mask,
+                             index, EVERY_OTHER)
         new_max = _max_propagating_nan(running_max, _channel_max(x))
         # A column that has seen only -inf so far keeps a finite reference point, so that
         # exp2(-inf - -inf) never turns its running sum into NaN.
@@ -383,10 +403,11 @@ def softmax_bias_sigmoid(
     CONTIGUOUS: tl.constexpr, CHANNELS_LAST: tl.constexpr, ALIGNED: tl.constexpr,
     INDEX_BITS: tl.constexpr, CHANNELS_BY_16: tl.constexpr = 0, OUT_CONTIGUOUS: tl.constexpr = 0,
     INNER_STRIDE_2: tl.constexpr = 0, SOFTMAX_STATS: tl.constexpr = 0, BATCH_BITS: tl.constexpr = 64,
-    CHANNELS_EXACT: tl.constexpr = 0, SECTOR_STORES: tl.constexpr = 0,
+    CHANNELS_EXACT: tl.constexpr = 0, SECTOR_STORES: tl.constexpr = 0, SWEEP_STAGES: tl.constexpr = 1,
 ):
-    # ALIGNED, CHANNELS_BY_16 and BATCH_BITS change nothing here: they name the divisibility
-    # promises (multiples) and the batch strides' width the variant is compiled with.
+    # CHANNELS_BY_16 and BATCH_BITS change nothing here, nor ALIGNED but for the span of an
+    # INNER_STRIDE_2 tile: they name the divisibility promises (multiples) and the batch strides'
+    # width the variant is compiled with.
     index = tl.int64 if INDEX_BITS == 64 else tl.int32
     if CHANNELS_EXACT:
         # C as a constant equal to the tile: every channel mask folds away.
@@ -405,12 +426,19 @@ def softmax_bias_sigmoid(
             n, s, position_mask = _sample_positions(num_positions, num_position_blocks, BLOCK_S, index)
         x_base = x_ptr + n * x_stride_n
         out_base = out_ptr + n * out_stride_n
+        column_mask = position_mask
         if CONTIGUOUS:
             x_cols = s
             out_cols = s
         else:
             outer, inner = _spatial_groups(s, inner_size)
-            x_cols = outer * x_stride_outer + inner * x_stride_inner
+            if INNER_STRIDE_2:
+                # The launcher takes these only where BLOCK_S divides inner_size: every position of
+                # the tile exists and lies in one inner group.
+                x_cols, column_mask = _span_columns(_first_position(num_position_blocks, BLOCK_S, index),
+                                                    x_stride_outer, inner_size, BLOCK_S, ALIGNED)
+            else:
+                x_cols = outer * x_stride_outer + inner * x_stride_inner
             if OUT_CONTIGUOUS:
                 out_cols = s
             else:
@@ -418,16 +446,9 @@ def softmax_bias_sigmoid(
         channel_offsets = tl.arange(0, BLOCK_C)
 
         if SINGLE_PASS:
-            if INNER_STRIDE_2:
-                # The launcher takes these only where BLOCK_S divides inner_size: every position
-                # of the tile exists and lies in one inner group.
-                x, channels, channel_mask, mask = _load_every_other(
-                    x_base, channel_offsets, num_channels, x_stride_c, x_stride_outer, inner_size,
-                    _first_position(num_position_blocks, BLOCK_S, index), position_mask, index,
-                    BLOCK_C, BLOCK_S)
-            else:
-                x, channels, channel_mask, mask = _load_channels(
-                    x_base, channel_offsets, num_channels, x_stride_c, x_cols, position_mask, index)
+            x, channels, channel_mask = _load_tile(x_base, channel_offsets, num_channels, x_stride_c, x_cols,
+                                                   column_mask, index, INNER_STRIDE_2)
+            mask = channel_mask[:, None] & position_mask[None, :]
             e, inv_denominator, channel_max = _exp_and_inverse_sum(x)
             y = _epilogue(e, inv_denominator, bias_ptr, channel_offsets, channel_mask, scale)
             if CONTIGUOUS:
@@ -457,12 +478,12 @@ def softmax_bias_sigmoid(
                 tl.store(stats_base + num_positions + s, inv_denominator, mask=position_mask)
         else:
             reference, inv_denominator = _softmax_statistics(
-                x_base, channel_offsets, num_channels, x_stride_c, x_cols, position_mask, index,
-                BLOCK_C, BLOCK_S)
-            for c0 in range(0, num_channels, BLOCK_C):
-                x, channels, channel_mask, mask = _load_channels(
-                    x_base, c0 + channel_offsets, num_channels, x_stride_c, x_cols, position_mask, index)
+                x_base, channel_offsets, num_channels, x_stride_c, x_cols, column_mask, index, INNER_STRIDE_2,
+                BLOCK_C, BLOCK_S, SWEEP_STAGES)
+            for c0 in tl.range(0, num_channels, BLOCK_C, num_stages=SWEEP_STAGES):
+                x, channels, channel_mask = _load_tile(x_base, c0 + channel_offsets, num_channels, x_stride_c,
+                                                       x_cols, column_mask, index, INNER_STRIDE_2)
                 e = tl.exp2((x - reference[None, :]) * LOG2E)
                 y = _epilogue(e, inv_denominator, bias_ptr, c0 + channel_offsets, channel_mask, scale)
                 tl.store(out_base + channels[:, None] * out_stride_c + out_cols[None, :],
-                         y.to(out_ptr.dtype.element_ty), mask=mask)
+                         y.to(out_ptr.dtype.element_ty), mask=channel_mask[:, None] & position_mask[None, :])

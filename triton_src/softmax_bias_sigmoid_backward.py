@@ -180,8 +180,8 @@ def softmax_bias_sigmoid_backward(
         tl.store(partial_row + channel_offsets, tl.sum(grad_p, axis=1), mask=channel_mask)
     else:
         reference, inv_denominator = _softmax_statistics(
-            x_base, channel_offsets, num_channels, x_stride_c, x_cols, position_mask, index,
-            BLOCK_C, BLOCK_S)
+            x_base, channel_offsets, num_channels, x_stride_c, x_cols, position_mask, index, 0,
+            BLOCK_C, BLOCK_S, 1)
         dot = tl.zeros([BLOCK_S], inv_denominator.dtype)
         for c0 in range(0, num_channels, BLOCK_C):
             p, grad_p, channels, channel_mask, mask = _chunk_grad_p(

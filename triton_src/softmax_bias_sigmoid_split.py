@@ -109,7 +109,7 @@ def softmax_bias_sigmoid_split(
     channel_offsets = tl.arange(0, BLOCK_C)
     if PHASE == STATISTICS:
         reference, inverse = _softmax_statistics(x_chunk, channel_offsets, chunk_channels, x_stride_c, s,
-                                                 position_mask, tl.int32, BLOCK_C, BLOCK_S)
+                                                 position_mask, tl.int32, 0, BLOCK_C, BLOCK_S, 1)
         row = statistics_ptr + (n * num_splits + split) * 2 * num_positions
         tl.store(row + s, reference, mask=position_mask)
         tl.store(row + num_positions + s, inverse, mask=position_mask)

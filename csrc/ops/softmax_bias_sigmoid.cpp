@@ -142,11 +142,12 @@ int64_t largest_offset(const ChannelView& v, const ChannelStrides& strides) {
 // Kernels without channels_last or aligned variants (the backward) declare neither constexpr:
 // they read as 0. channels_by_16 variants are compiled for C a multiple of 16; out_contiguous
 // ones (of the strided view) write out's positions at stride 1; inner_stride_2 ones also read
-// x's positions, at stride 2 in their inner group, as the contiguous span under a tile;
-// softmax_stats ones write (the forward) or read (the backward) the softmax statistics;
-// channels_exact ones are compiled for C equal to their BLOCK_C; sector_stores ones (contiguous
-// NCHW) store whole 32-byte sectors of out, each warp over positions that overlap the warp
-// before's (triton_src/softmax_bias_sigmoid.py).
+// x's positions, at stride 2 in their inner group, as the contiguous span under a tile (aligned
+// ones the whole span, one element past the group's last position included); softmax_stats
+// ones write (the forward) or read (the backward) the softmax statistics; channels_exact ones
+// are compiled for C equal to their BLOCK_C; sector_stores ones (contiguous NCHW) store whole
+// 32-byte sectors of out, each warp over positions that overlap the warp before's
+// (triton_src/softmax_bias_sigmoid.py).
 struct Flavour {
   int64_t contiguous, channels_last, aligned, index_bits, channels_by_16 = 0, out_contiguous = 0,
       inner_stride_2 = 0, softmax_stats = 0, channels_exact = 0, sector_stores = 0;
@@ -156,10 +157,15 @@ using FlavourKey = std::tuple<std::string, std::string, int64_t, int64_t, int64_
                               int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>;
 
 // The variants of one (kernel, dtype, flavour): single-pass tiles by ascending BLOCK_C, and
-// the multi-pass tile if there is one.
+// the multi-pass tile if there is one. The flavours that the tuner keeps for some buckets only,
+// each measured against the tile of the same BLOCK_C of a plainer flavour (masked sector_stores
+// against the same without whole-sector stores, aligned inner_stride_2 against unaligned), link
+// that flavour's tiles: their single-pass tiles serve C only where the plain flavour would take
+// the same BLOCK_C (choose_from).
 struct FlavourVariants {
   std::vector<const Variant*> single_pass;
   const Variant* multi_pass = nullptr;
+  const FlavourVariants* plain = nullptr;
 };
 
 FlavourKey key_of(const char* kernel, const char* dtype_name, const Flavour& f) {
@@ -175,6 +181,7 @@ int64_t flag(const Variant& v, const char* name) { return std::max<int64_t>(0, v
 const std::map<FlavourKey, FlavourVariants>& variants_by_flavour() {
   static const std::map<FlavourKey, FlavourVariants> index = [] {
     std::map<FlavourKey, FlavourVariants> built;
+    std::vector<std::pair<FlavourKey, FlavourKey>> linked_and_plain;
     const KernelTable& table = kernel_table();
     for (size_t i = 0; i < table.size; ++i) {
       const Variant& v = table.variants[i];
@@ -184,7 +191,14 @@ const std::map<FlavourKey, FlavourVariants>& variants_by_flavour() {
                             flag(v, "OUT_CONTIGUOUS"), flag(v, "INNER_STRIDE_2"),
                             flag(v, "SOFTMAX_STATS"), flag(v, "CHANNELS_EXACT"),
                             int64_t{flag(v, "SECTOR_STORES") > 0}};
-      FlavourVariants& entry = built[key_of(v.kernel, v.dtype, flavour)];
+      const FlavourKey key = key_of(v.kernel, v.dtype, flavour);
+      const bool masked_sectors = flavour.sector_stores && !flavour.channels_exact;
+      if (masked_sectors || (flavour.inner_stride_2 && flavour.aligned)) {
+        Flavour plain = flavour;
+        plain.sector_stores = plain.channels_by_16 = plain.aligned = 0;
+        linked_and_plain.emplace_back(key, key_of(v.kernel, v.dtype, plain));
+      }
+      FlavourVariants& entry = built[key];
       if (v.constexpr_value("SINGLE_PASS") == 0) {
         entry.multi_pass = &v;
       } else {
@@ -196,6 +210,17 @@ const std::map<FlavourKey, FlavourVariants>& variants_by_flavour() {
                 [](const Variant* a, const Variant* b) {
                   return a->constexpr_value("BLOCK_C") < b->constexpr_value("BLOCK_C");
                 });
+    }
+    // Map nodes stay where they are as others come and go, so the links hold.
+    for (const auto& [linked, plain] : linked_and_plain) {
+      const auto plain_entry = built.find(plain);
+      const auto linked_entry = built.find(linked);
+      if (linked_entry == built.end()) continue;
+      if (plain_entry == built.end()) {
+        built.erase(linked_entry);  // nothing to measure its buckets against
+      } else {
+        linked_entry->second.plain = &plain_entry->second;
+      }
     }
     return built;
   }();
@@ -215,10 +240,11 @@ int64_t smallest_tile_holding(const FlavourVariants& variants, int64_t channels)
 // smallest BLOCK_C that holds C, else the multi-pass tile. Each flavour is tried first in its
 // channels_exact form (a tile whose BLOCK_C is C), then in its channels_by_16 form where C
 // allows it; only single-pass tiles have either. The tuner keeps a tile only where it beats
-// every tile that this order would put after it for C equal to its BLOCK_C. A masked
-// sector_stores tile was measured against the tile of its own BLOCK_C alone, and the tuner
-// keeps it for some buckets only: it serves C only where the flavour's plain tiles would take
-// that same BLOCK_C (C = 100 must not run in a 256-channel tile because 128 has none).
+// every tile that this order would put after it for C equal to its BLOCK_C. A linked flavour's
+// tile (FlavourVariants::plain) serves C only where the plain flavour would take that same
+// BLOCK_C (C = 100 must not run in a 256-channel whole-sector tile because 128 has none); where
+// none of its single-pass tiles holds C, its multi-pass tile does (the aligned spans' two-pass
+// tile serves bf16 C = 4096).
 std::pair<const Variant*, Flavour> choose_from(const char* kernel, at::ScalarType dtype,
                                                int64_t channels, c10::ArrayRef<Flavour> layouts) {
   const char* dtype_name = triton_dtype(dtype);
@@ -243,23 +269,33 @@ std::pair<const Variant*, Flavour> choose_from(const char* kernel, at::ScalarTyp
   for (const Flavour& flavour : flavours) {
     const auto found = index.find(key_of(kernel, dtype_name, flavour));
     if (found == index.end()) continue;
-    if (flavour.sector_stores && !flavour.channels_exact) {
-      Flavour plain = flavour;
-      plain.sector_stores = plain.channels_by_16 = 0;
-      const auto plain_tiles = index.find(key_of(kernel, dtype_name, plain));
-      const int64_t block_c = smallest_tile_holding(found->second, channels);
-      if (plain_tiles == index.end() || block_c == 0 ||
-          block_c != smallest_tile_holding(plain_tiles->second, channels)) {
-        continue;
-      }
+    const FlavourVariants& tiles = found->second;
+    const auto holds = [&](const Variant* tile) {
+      const int64_t block_c = tile->constexpr_value("BLOCK_C");
+      return flavour.channels_exact ? block_c == channels : block_c >= channels;
+    };
+    const auto tile = std::find_if(tiles.single_pass.begin(), tiles.single_pass.end(), holds);
+    if (tile == tiles.single_pass.end()) {
+      if (tiles.multi_pass && !flavour.channels_exact) return {tiles.multi_pass, flavour};
+      continue;
     }
-    for (const Variant* candidate : found->second.single_pass) {
-      const int64_t block_c = candidate->constexpr_value("BLOCK_C");
-      if (flavour.channels_exact ? block_c == channels : block_c >= channels) return {candidate, flavour};
+    if (tiles.plain != nullptr &&
+        (*tile)->constexpr_value("BLOCK_C") != smallest_tile_holding(*tiles.plain, channels)) {
+      continue;
     }
-    if (found->second.multi_pass && !flavour.channels_exact) return {found->second.multi_pass, flavour};
+    return {*tile, flavour};
   }
   TORCH_CHECK(false, kernel, ": this build has no ", dtype_name, " kernel for C = ", channels);
+}
+
+// Whether an inner_stride_2 tile may read the whole span under its positions, one element past
+// the last of each inner group: where that element of x's last position lies inside x's storage
+// and its offset still fits the tile's 32-bit arithmetic.
+bool whole_spans_readable(const at::Tensor& x, const ChannelView& v) {
+  const int64_t past_last = largest_offset(v, v.x) + 1;
+  const int64_t storage_elements = static_cast<int64_t>(x.storage().nbytes()) / x.element_size();
+  return fits_in_32_bits(past_last) &&
+         x.storage_offset() + (v.batch - 1) * v.x.n + past_last < storage_elements;
 }
 
 // Whether out holds a sample's positions at stride 1, as the op allocates it for a non-dense x.
@@ -271,7 +307,8 @@ bool out_positions_contiguous(const ChannelView& v) {
 // (each 16-byte aligned where x, out and the strides allow it; unaligned NCHW first with whole
 // sector stores, where the build has such a tile for C), then the general strided view
 // at 32 bits (first with out's positions at stride 1 where they are, and before that with x's
-// read as spans where its inner stride is 2) and at 64 bits.
+// read as spans where its inner stride is 2, those 16-byte aligned and read whole where they
+// can be) and at 64 bits.
 c10::SmallVector<Flavour, 8> forward_flavours(const at::Tensor& x, const at::Tensor& out,
                                               const ChannelView& v) {
   c10::SmallVector<Flavour, 8> flavours;
@@ -300,6 +337,12 @@ c10::SmallVector<Flavour, 8> forward_flavours(const at::Tensor& x, const at::Ten
   }
   if (small && out_positions_contiguous(v)) {
     if (v.x.inner == 2) {
+      if (pointers_aligned &&
+          rows_of_16_bytes({v.positions, v.inner_size, v.x.n, v.x.c, v.x.outer, v.out.n, v.out.c}) &&
+          whole_spans_readable(x, v)) {
+        flavours.push_back(
+            {0, 0, /*aligned=*/1, 32, /*channels_by_16=*/0, /*out_contiguous=*/1, /*inner_stride_2=*/1});
+      }
       flavours.push_back(
           {0, 0, 0, 32, /*channels_by_16=*/0, /*out_contiguous=*/1, /*inner_stride_2=*/1});
     }
@@ -396,9 +439,13 @@ at::Tensor run_forward_cuda(const at::Tensor& x, const at::Tensor& bias, double 
     auto choice = choose_from("softmax_bias_sigmoid", input.scalar_type(), v.channels, flavours);
     // An inner_stride_2 tile must not cross an inner group: where its BLOCK_S does not divide
     // the group, the choice among the other flavours.
-    if (choice.second.inner_stride_2 && v.inner_size % choice.first->constexpr_value("BLOCK_S") != 0) {
+    while (choice.second.inner_stride_2 &&
+           v.inner_size % choice.first->constexpr_value("BLOCK_S") != 0) {
+      const int64_t aligned = choice.second.aligned;
       flavours.erase(std::remove_if(flavours.begin(), flavours.end(),
-                                    [](const Flavour& f) { return f.inner_stride_2 != 0; }),
+                                    [aligned](const Flavour& f) {
+                                      return f.inner_stride_2 && f.aligned == aligned;
+                                    }),
                      flavours.end());
       choice = choose_from("softmax_bias_sigmoid", input.scalar_type(), v.channels, flavours);
     }
