@@ -136,9 +136,8 @@ def candidates(flavour: str, block_c: int) -> list[tuple[int, int]]:
 def make_case(flavour: str, channels: int, dtype: torch.dtype):
     """x and a fresh output for the flavour with C channels, about TARGET_BYTES."""
     contiguous, channels_last, aligned, _, _ = FLAVOURS[flavour]
-    block_c = channels
     if channels_last and not aligned:
-        channels = block_c - 1 if block_c > 4 else 3  # rows 4 bytes off alignment
+        channels = channels - 1 if channels > 4 else 3  # rows 4 bytes off alignment
     element = torch.tensor([], dtype=dtype).element_size()
     positions = max(1, TARGET_BYTES // (8 * channels * element))
     if spans(flavour):
@@ -147,13 +146,10 @@ def make_case(flavour: str, channels: int, dtype: torch.dtype):
         positions = max(16, positions // 16 * 16)
     elif contiguous:
         positions |= 1  # odd rows, as the workload's 129 x 129
-    if spans(flavour):
-        wide = torch.randn(8, channels, positions // SPAN_ROW, 2 * SPAN_ROW, device="cuda", dtype=dtype)
-        x = wide[..., ::2]
-        out = torch.empty(x.shape, device="cuda", dtype=dtype)
-    elif strided(flavour):
-        wide = torch.randn(8, channels, 2 * positions, device="cuda", dtype=dtype)
-        x = wide[..., ::2]
+    if strided(flavour):
+        # x[..., ::2], for the span flavours in rows of SPAN_ROW positions (inner groups).
+        rows = (positions // SPAN_ROW, 2 * SPAN_ROW) if spans(flavour) else (2 * positions,)
+        x = torch.randn(8, channels, *rows, device="cuda", dtype=dtype)[..., ::2]
         out = torch.empty(x.shape, device="cuda", dtype=dtype)
     elif channels_last:
         x = torch.randn(8, positions, channels, device="cuda", dtype=dtype).transpose(1, 2)
