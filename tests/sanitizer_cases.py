@@ -14,7 +14,7 @@ import traceback
 import torch
 
 import fused_ops  # noqa: F401  (registers torch.ops.fused)
-from conftest import assert_matches_reference, reference_gradients
+from conftest import assert_matches_reference, ending_its_storage, reference_gradients
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 SHAPES = [
@@ -43,9 +43,7 @@ def layouts(x):
         yield "every_other_position", every_other
         # Rows on 16 bytes, and nothing after the last position's element: a whole span read
         # (the aligned span tiles) would leave x's storage.
-        last = sum((size - 1) * stride for size, stride in zip(every_other.shape, every_other.stride()))
-        yield "every_other_position_ending_storage", (
-            every_other.as_strided([last + 1], [1]).clone().as_strided(every_other.shape, every_other.stride()))
+        yield "every_other_position_ending_storage", ending_its_storage(every_other)
         # The same with nothing after the last position's element: a span read past it would
         # leave x's storage.
         yield "every_other_position_to_the_end", torch.cat([x, x], dim=-1)[..., :-1].contiguous()[..., ::2]
