@@ -178,6 +178,19 @@ def test_cuda_layout_flavours(flavour, dtype, channels):
 
 
 @pytest.mark.cuda
+@pytest.mark.parametrize("channels", [32, 2000, 20000])
+@pytest.mark.parametrize("dtype", CUDA_DTYPES, ids=str)
+def test_cuda_channels_last_with_bias_off_16_bytes(dtype, channels):
+    """channels_last x whose rows start on 16 bytes, with bias one element past a 16-byte
+    boundary: the aligned channels_last tiles, which also promise bias on 16 bytes, must give way
+    to the unaligned ones."""
+    x, bias = make_inputs((2, channels, 4, 8) if channels > 1000 else (3, channels, 8, 16), dtype, "cuda")
+    x = x.contiguous(memory_format=torch.channels_last)
+    out = run_on_poisoned_memory(x, misaligned(bias), 2.0)
+    assert out.stride() == x.stride()
+
+
+@pytest.mark.cuda
 @pytest.mark.parametrize("dtype", CUDA_DTYPES, ids=str)
 @pytest.mark.parametrize("channels", [4, 15, 16, 64, 127, 128, 256, 1024])
 def test_cuda_channels_filling_a_tile(channels, dtype):

@@ -304,13 +304,13 @@ bool out_positions_contiguous(const ChannelView& v) {
 }
 
 // The forward's flavours for a call, fastest first: contiguous NCHW or dense channels_last
-// (each 16-byte aligned where x, out and the strides allow it; unaligned NCHW first with whole
-// sector stores, where the build has such a tile for C), then the general strided view
-// at 32 bits (first with out's positions at stride 1 where they are, and before that with x's
-// read as spans where its inner stride is 2, those 16-byte aligned and read whole where they
-// can be) and at 64 bits.
-c10::SmallVector<Flavour, 8> forward_flavours(const at::Tensor& x, const at::Tensor& out,
-                                              const ChannelView& v) {
+// (each 16-byte aligned where x, out and the strides allow it, and for channels_last bias too;
+// unaligned NCHW first with whole sector stores, where the build has such a tile for C), then
+// the general strided view at 32 bits (first with out's positions at stride 1 where they are,
+// and before that with x's read as spans where its inner stride is 2, those 16-byte aligned and
+// read whole where they can be) and at 64 bits.
+c10::SmallVector<Flavour, 8> forward_flavours(const at::Tensor& x, const at::Tensor& bias_flat,
+                                              const at::Tensor& out, const ChannelView& v) {
   c10::SmallVector<Flavour, 8> flavours;
   const bool pointers_aligned = aligned_16(x.const_data_ptr()) && aligned_16(out.const_data_ptr());
   // The aligned variants' promise: rows that start on 16 bytes (triton_src: multiples).
@@ -330,7 +330,8 @@ c10::SmallVector<Flavour, 8> forward_flavours(const at::Tensor& x, const at::Ten
     flavours.push_back(sector_stores);
     flavours.push_back({1, 0, 0, 32});
   } else if (row_stride > 0 && fits_in_32_bits(v.batch * v.positions * row_stride)) {
-    if (pointers_aligned && rows_of_16_bytes({v.channels, row_stride})) {
+    if (pointers_aligned && aligned_16(bias_flat.const_data_ptr()) &&
+        rows_of_16_bytes({v.channels, row_stride})) {
       flavours.push_back({0, 1, 1, 32});
     }
     flavours.push_back({0, 1, 0, 32});
@@ -434,7 +435,7 @@ at::Tensor run_forward_cuda(const at::Tensor& x, const at::Tensor& bias, double 
     // Taken after the checks: with bias on CUDA this kernel also sees an x on the CPU, which
     // must get the named device error rather than fail in the guard.
     const c10::cuda::CUDAGuard guard(input.device());
-    c10::SmallVector<Flavour, 8> flavours = forward_flavours(input, out, v);
+    c10::SmallVector<Flavour, 8> flavours = forward_flavours(input, bias_flat, out, v);
     if (stats != nullptr && all_offsets_fit_in_32_bits(v)) flavours = writing_softmax_stats(flavours);
     auto choice = choose_from("softmax_bias_sigmoid", input.scalar_type(), v.channels, flavours);
     // An inner_stride_2 tile must not cross an inner group: where its BLOCK_S does not divide
