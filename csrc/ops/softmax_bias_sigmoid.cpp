@@ -138,6 +138,12 @@ int64_t largest_offset(const ChannelView& v, const ChannelStrides& strides) {
          (v.inner_size - 1) * strides.inner;
 }
 
+// The offset of x's (or out's) last element from the first sample's first, for strides that
+// are never negative.
+int64_t last_offset(const ChannelView& v, const ChannelStrides& strides) {
+  return (v.batch - 1) * strides.n + largest_offset(v, strides);
+}
+
 // How a kernel walks the view, and what it may assume: the constexprs its variant must have.
 // Kernels without channels_last or aligned variants (the backward) declare neither constexpr:
 // they read as 0. channels_by_16 variants are compiled for C a multiple of 16; out_contiguous
@@ -159,13 +165,15 @@ using FlavourKey = std::tuple<std::string, std::string, int64_t, int64_t, int64_
 // The variants of one (kernel, dtype, flavour): single-pass tiles by ascending BLOCK_C, and
 // the multi-pass tile if there is one. The flavours that the tuner keeps for some buckets only,
 // each measured against the tile of the same BLOCK_C of a plainer flavour (masked sector_stores
-// against the same without whole-sector stores, aligned inner_stride_2 against unaligned), link
-// that flavour's tiles: their single-pass tiles serve C only where the plain flavour would take
-// the same BLOCK_C (choose_from).
+// against the same without whole-sector stores, aligned inner_stride_2 against unaligned), are
+// linked to that flavour when the table is indexed: their single-pass tiles serve C only where
+// the plain flavour would take the same BLOCK_C. For a linked flavour, fewest_channels holds,
+// beside each single-pass tile, the least C it serves: one more than the plain flavour's next
+// smaller BLOCK_C, or never where the plain flavour has no tile of its BLOCK_C.
 struct FlavourVariants {
   std::vector<const Variant*> single_pass;
   const Variant* multi_pass = nullptr;
-  const FlavourVariants* plain = nullptr;
+  std::vector<int64_t> fewest_channels;
 };
 
 FlavourKey key_of(const char* kernel, const char* dtype_name, const Flavour& f) {
@@ -211,15 +219,25 @@ const std::map<FlavourKey, FlavourVariants>& variants_by_flavour() {
                   return a->constexpr_value("BLOCK_C") < b->constexpr_value("BLOCK_C");
                 });
     }
-    // Map nodes stay where they are as others come and go, so the links hold.
     for (const auto& [linked, plain] : linked_and_plain) {
       const auto plain_entry = built.find(plain);
       const auto linked_entry = built.find(linked);
-      if (linked_entry == built.end()) continue;
+      if (linked_entry == built.end() || !linked_entry->second.fewest_channels.empty()) continue;
       if (plain_entry == built.end()) {
         built.erase(linked_entry);  // nothing to measure its buckets against
-      } else {
-        linked_entry->second.plain = &plain_entry->second;
+        continue;
+      }
+      for (const Variant* tile : linked_entry->second.single_pass) {
+        const int64_t block_c = tile->constexpr_value("BLOCK_C");
+        int64_t next_smaller = 0;
+        bool same_in_plain = false;
+        for (const Variant* plain_tile : plain_entry->second.single_pass) {
+          const int64_t plain_block_c = plain_tile->constexpr_value("BLOCK_C");
+          if (plain_block_c < block_c) next_smaller = plain_block_c;
+          same_in_plain = same_in_plain || plain_block_c == block_c;
+        }
+        linked_entry->second.fewest_channels.push_back(
+            same_in_plain ? next_smaller + 1 : std::numeric_limits<int64_t>::max());
       }
     }
     return built;
@@ -227,21 +245,12 @@ const std::map<FlavourKey, FlavourVariants>& variants_by_flavour() {
   return index;
 }
 
-// The smallest BLOCK_C of `variants`' single-pass tiles that holds C; 0 if none does.
-int64_t smallest_tile_holding(const FlavourVariants& variants, int64_t channels) {
-  for (const Variant* candidate : variants.single_pass) {
-    const int64_t block_c = candidate->constexpr_value("BLOCK_C");
-    if (block_c >= channels) return block_c;
-  }
-  return 0;
-}
-
 // In the first of `flavours` that `kernel` has for the dtype: the single-pass tile with the
 // smallest BLOCK_C that holds C, else the multi-pass tile. Each flavour is tried first in its
 // channels_exact form (a tile whose BLOCK_C is C), then in its channels_by_16 form where C
 // allows it; only single-pass tiles have either. The tuner keeps a tile only where it beats
 // every tile that this order would put after it for C equal to its BLOCK_C. A linked flavour's
-// tile (FlavourVariants::plain) serves C only where the plain flavour would take that same
+// tile serves C only from its fewest_channels on, where the plain flavour would take the same
 // BLOCK_C (C = 100 must not run in a 256-channel whole-sector tile because 128 has none); where
 // none of its single-pass tiles holds C, its multi-pass tile does (the aligned spans' two-pass
 // tile serves bf16 C = 4096).
@@ -279,8 +288,8 @@ std::pair<const Variant*, Flavour> choose_from(const char* kernel, at::ScalarTyp
       if (tiles.multi_pass && !flavour.channels_exact) return {tiles.multi_pass, flavour};
       continue;
     }
-    if (tiles.plain != nullptr &&
-        (*tile)->constexpr_value("BLOCK_C") != smallest_tile_holding(*tiles.plain, channels)) {
+    if (!tiles.fewest_channels.empty() &&
+        channels < tiles.fewest_channels[tile - tiles.single_pass.begin()]) {
       continue;
     }
     return {*tile, flavour};
@@ -292,10 +301,9 @@ std::pair<const Variant*, Flavour> choose_from(const char* kernel, at::ScalarTyp
 // the last of each inner group: where that element of x's last position lies inside x's storage
 // and its offset still fits the tile's 32-bit arithmetic.
 bool whole_spans_readable(const at::Tensor& x, const ChannelView& v) {
-  const int64_t past_last = largest_offset(v, v.x) + 1;
   const int64_t storage_elements = static_cast<int64_t>(x.storage().nbytes()) / x.element_size();
-  return fits_in_32_bits(past_last) &&
-         x.storage_offset() + (v.batch - 1) * v.x.n + past_last < storage_elements;
+  return fits_in_32_bits(largest_offset(v, v.x) + 1) &&
+         x.storage_offset() + last_offset(v, v.x) + 1 < storage_elements;
 }
 
 // Whether out holds a sample's positions at stride 1, as the op allocates it for a non-dense x.
@@ -513,8 +521,7 @@ bool offsets_fit_in_32_bits(const ChannelView& v) {
 
 bool all_offsets_fit_in_32_bits(const ChannelView& v) {
   return offsets_fit_in_32_bits(v) && fits_in_32_bits(v.x.n) && fits_in_32_bits(v.out.n) &&
-         fits_in_32_bits((v.batch - 1) * v.x.n + largest_offset(v, v.x)) &&
-         fits_in_32_bits((v.batch - 1) * v.out.n + largest_offset(v, v.out));
+         fits_in_32_bits(last_offset(v, v.x)) && fits_in_32_bits(last_offset(v, v.out));
 }
 
 bool positions_contiguous(const ChannelView& v) {
