@@ -33,11 +33,12 @@ C larger than every single-pass tile of contiguous NCHW goes to softmax_bias_sig
 which spreads the channels of a position over several programs.
 
 ALIGNED variants of the first two are compiled with the promise that rows start on 16-byte
-boundaries (`multiples`: pointers in bytes, integers in elements); triton_src/aot.py passes that
-promise to the compiler and into the kernel table, whose launcher refuses a call that breaks it.
-It lets every access be 16 bytes wide. The workload's 129 x 129 rows are odd, so
-their channel rows start at every 4-byte offset and no position tile is 16-byte aligned in all
-rows: they run unaligned (benchmarks/NOTES.md has the measurements of the alternatives).
+boundaries, and for channels_last that bias does too (`multiples`: pointers in bytes, integers
+in elements); triton_src/aot.py passes that promise to the compiler and into the kernel table,
+whose launcher refuses a call that breaks it. It lets every access be 16 bytes wide. The
+workload's 129 x 129 rows are odd, so their channel rows start at every 4-byte offset and no
+position tile is 16-byte aligned in all rows: they run unaligned (benchmarks/NOTES.md has the
+measurements of the alternatives).
 Unaligned NCHW tiles of fp16 and bf16 are also compiled a second time (CHANNELS_BY_16) with the
 promise that C is a multiple of 16: the channel mask is then uniform in runs of 16 and Triton
 drops most per-element predicates (triton 3.8, sm_90: 100 registers instead of 121 for the
