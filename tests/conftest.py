@@ -32,10 +32,15 @@ def layouts(x):
     yield "three_spatial_groups", x.unsqueeze(-1).expand(*x.shape, 3)[..., 1]
 
 
+def last_element_offset(view: torch.Tensor) -> int:
+    """The offset of `view`'s last element from its first, in elements (strides not negative)."""
+    return sum((size - 1) * stride for size, stride in zip(view.shape, view.stride()))
+
+
 def ending_its_storage(view: torch.Tensor) -> torch.Tensor:
     """A copy of `view` with the same strides in a storage that ends at its last element: a kernel
     reading one element past it leaves the storage (compute-sanitizer shows it)."""
-    last = sum((size - 1) * stride for size, stride in zip(view.shape, view.stride()))
+    last = last_element_offset(view)
     return view.as_strided([last + 1], [1]).clone().as_strided(view.shape, view.stride())
 
 

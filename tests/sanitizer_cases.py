@@ -44,8 +44,8 @@ def layouts(x):
         # Rows on 16 bytes, and nothing after the last position's element: a whole span read
         # (the aligned span tiles) would leave x's storage.
         yield "every_other_position_ending_storage", ending_its_storage(every_other)
-        # The same with nothing after the last position's element: a span read past it would
-        # leave x's storage.
+        # Rows of odd length, also with nothing after the last position's element: the unaligned
+        # span tiles mask that element, and reading it would leave x's storage.
         yield "every_other_position_to_the_end", torch.cat([x, x], dim=-1)[..., :-1].contiguous()[..., ::2]
     yield "misaligned", torch.empty(x.numel() + 1, dtype=x.dtype)[1:].view(x.shape).copy_(x)
     if x.dim() == 5:

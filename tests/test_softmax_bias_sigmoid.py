@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import fused_ops
-from conftest import assert_matches_reference, ending_its_storage, layouts, make_inputs, poison_cuda_allocator
+from conftest import (assert_matches_reference, ending_its_storage, last_element_offset, layouts, make_inputs,
+                      poison_cuda_allocator)
 
 op = torch.ops.fused.softmax_bias_sigmoid.default
 
@@ -243,8 +244,8 @@ def test_cuda_every_other_column_ending_its_storage(channels, dtype):
     wide, _ = make_inputs((2, channels, 2, 64), dtype, "cuda")
     view = wide[..., ::2]
     x = ending_its_storage(view)
-    last = sum((size - 1) * stride for size, stride in zip(view.shape, view.stride()))
-    assert torch.equal(x, view) and x.untyped_storage().nbytes() == (last + 1) * x.element_size()
+    assert torch.equal(x, view)
+    assert x.untyped_storage().nbytes() == (last_element_offset(view) + 1) * x.element_size()
     bias = torch.randn(channels, dtype=torch.float64).to("cuda", dtype)
     run_on_poisoned_memory(x, bias, 2.0)
 
