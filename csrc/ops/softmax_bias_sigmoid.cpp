@@ -189,7 +189,7 @@ int64_t flag(const Variant& v, const char* name) { return std::max<int64_t>(0, v
 const std::map<FlavourKey, FlavourVariants>& variants_by_flavour() {
   static const std::map<FlavourKey, FlavourVariants> index = [] {
     std::map<FlavourKey, FlavourVariants> built;
-    std::vector<std::pair<FlavourKey, FlavourKey>> linked_and_plain;
+    std::map<FlavourKey, FlavourKey> plain_of_linked;
     const KernelTable& table = kernel_table();
     for (size_t i = 0; i < table.size; ++i) {
       const Variant& v = table.variants[i];
@@ -204,7 +204,7 @@ const std::map<FlavourKey, FlavourVariants>& variants_by_flavour() {
       if (masked_sectors || (flavour.inner_stride_2 && flavour.aligned)) {
         Flavour plain = flavour;
         plain.sector_stores = plain.channels_by_16 = plain.aligned = 0;
-        linked_and_plain.emplace_back(key, key_of(v.kernel, v.dtype, plain));
+        plain_of_linked.emplace(key, key_of(v.kernel, v.dtype, plain));
       }
       FlavourVariants& entry = built[key];
       if (v.constexpr_value("SINGLE_PASS") == 0) {
@@ -219,10 +219,9 @@ const std::map<FlavourKey, FlavourVariants>& variants_by_flavour() {
                   return a->constexpr_value("BLOCK_C") < b->constexpr_value("BLOCK_C");
                 });
     }
-    for (const auto& [linked, plain] : linked_and_plain) {
+    for (const auto& [linked, plain] : plain_of_linked) {
       const auto plain_entry = built.find(plain);
       const auto linked_entry = built.find(linked);
-      if (linked_entry == built.end() || !linked_entry->second.fewest_channels.empty()) continue;
       if (plain_entry == built.end()) {
         built.erase(linked_entry);  // nothing to measure its buckets against
         continue;
