@@ -7,7 +7,8 @@ For every layout flavour (contiguous NCHW, the same with 16-byte aligned rows, c
 unaligned and aligned, the general strided view, and x[..., ::2] with rows on 16 bytes read as
 whole spans) and every channel bucket BLOCK_C, it times each
 candidate (BLOCK_S, num_warps) through Triton's JIT on a ~128 MB tensor whose channel count
-fills the bucket, and keeps the fastest. Contiguous NCHW is also timed compiled for C equal to
+fills the bucket, and keeps the fastest; contiguous NCHW also gets tiles for tensors of at most
+1 MB (SMALL_TENSOR), timed on 512 KB. Contiguous NCHW is also timed compiled for C equal to
 the bucket (CHANNELS_EXACT, no channel mask) and with whole-sector stores (SECTOR_STORES), both
 and either; such a tile is kept only where it beats, in the same run, every tile that the
 launcher's order would put after it for C equal to the bucket (RIVALS). --flavours re-measures
@@ -81,7 +82,15 @@ FLAVOURS = {
     "channels_last_aligned": (0, 1, 1, 0, 0),
     "strided": (0, 0, 0, 0, 0),
     "strided_span_aligned": (0, 0, 1, 0, 0),
+    "nchw_small_tensor": (1, 0, 0, 0, 0),
 }
+# Tiles for tensors of at most 1 MB (csrc: kSmallTensorBytes), which move in less time than a
+# launch takes: timed on SMALL_TENSOR_BYTES, with buckets down to one channel and few values a
+# thread, so that the grid spreads over the SMs and no thread computes masked channels
+# (triton_src/softmax_bias_sigmoid.py has the measurements).
+SMALL_TENSOR_FLAVOURS = ("nchw_small_tensor",)
+SMALL_TENSOR_BYTES = 512 << 10
+SMALL_TENSOR_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 # The flavours whose tiles are kept only where they beat, in the same run, those of every rival:
 # the flavours that csrc/ops/softmax_bias_sigmoid.cpp (choose_from, forward_flavours) tries
 # after them for C equal to the bucket.
@@ -117,9 +126,12 @@ def load_kernel_module():
 
 
 def candidates(flavour: str, block_c: int) -> list[tuple[int, int]]:
-    """(BLOCK_S, num_warps) pairs holding 4 to 64 fp32 values per thread; BLOCK_S whole warps of
-    positions where the tile stores whole sectors."""
+    """(BLOCK_S, num_warps) pairs holding 4 to 64 fp32 values per thread (2 to 16 for small
+    tensors); BLOCK_S whole warps of positions where the tile stores whole sectors."""
     channels_last, sector_stores = FLAVOURS[flavour][1], FLAVOURS[flavour][4]
+    if flavour in SMALL_TENSOR_FLAVOURS:
+        return sorted({(per_thread * 32 * warps // block_c, warps) for per_thread in (2, 4, 8, 16)
+                       for warps in (1, 2, 4, 8) if per_thread * 32 * warps >= block_c})
     pairs = set()
     for per_thread in (4, 8, 16, 32, 64):
         # 16 and 32 warps only where a row of channels is long enough to need them.
@@ -139,7 +151,8 @@ def make_case(flavour: str, channels: int, dtype: torch.dtype):
     if channels_last and not aligned:
         channels = channels - 1 if channels > 4 else 3  # rows 4 bytes off alignment
     element = torch.tensor([], dtype=dtype).element_size()
-    positions = max(1, TARGET_BYTES // (8 * channels * element))
+    target = SMALL_TENSOR_BYTES if flavour in SMALL_TENSOR_FLAVOURS else TARGET_BYTES
+    positions = max(1, target // (8 * channels * element))
     if spans(flavour):
         positions = max(SPAN_ROW, positions // SPAN_ROW * SPAN_ROW)
     elif aligned:
@@ -212,7 +225,8 @@ def jobs(flavours) -> list[tuple]:
     for size_class in SIZE_CLASSES:
         for flavour in flavours:
             contiguous, channels_last, aligned, exact, sector_stores = FLAVOURS[flavour]
-            buckets = CHANNELS_LAST_BUCKETS if channels_last else BUCKETS
+            buckets = (SMALL_TENSOR_BUCKETS if flavour in SMALL_TENSOR_FLAVOURS
+                       else CHANNELS_LAST_BUCKETS if channels_last else BUCKETS)
             for block_c in buckets:
                 if (aligned and block_c < 16) or (spans(flavour) and block_c < SPAN_FROM):
                     continue
@@ -222,7 +236,8 @@ def jobs(flavours) -> list[tuple]:
                 for block_c, block_s, warps in SPAN_TWO_PASS_TILES:
                     for channels in SPAN_TWO_PASS_CHANNELS:
                         work.append((size_class, flavour, block_c, block_s, warps, False, channels))
-            elif not channels_last and not aligned and not exact and not sector_stores:
+            elif (not channels_last and not aligned and not exact and not sector_stores
+                  and flavour not in SMALL_TENSOR_FLAVOURS):
                 for block_c, block_s, warps in TWO_PASS_TILES:
                     work.append((size_class, flavour, block_c, block_s, warps, False, TWO_PASS_CHANNELS))
     return work
@@ -329,7 +344,8 @@ def main(argv=None) -> int:
                          "CONTIGUOUS": contiguous, "CHANNELS_LAST": channels_last, "ALIGNED": aligned,
                          "CHANNELS_EXACT": exact,
                          "SECTOR_STORES": sector_elements(SIZE_CLASSES[size_class][0]) if sector_stores else 0,
-                         **span_keys, "INDEX_BITS": 32, "measured_ms": round(choice["ms"], 5)})
+                         **span_keys, **({"SMALL_TENSOR": 1} if flavour in SMALL_TENSOR_FLAVOURS else {}),
+                         "INDEX_BITS": 32, "measured_ms": round(choice["ms"], 5)})
     for block_c, block_s, warps, single_pass in INDEX64_TILES:
         variants.append({"flavour": "strided_index64", "dtypes": ["fp32", "fp16", "bf16"],
                          "BLOCK_C": block_c, "BLOCK_S": block_s, "num_warps": warps,
@@ -341,7 +357,8 @@ def main(argv=None) -> int:
         "torch": torch.__version__,
         "triton": triton.__version__,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "measure": f"median of triton.testing.do_bench(rep=25 ms) on ~{TARGET_BYTES >> 20} MB, C filling each bucket",
+        "measure": f"median of triton.testing.do_bench(rep=25 ms) on ~{TARGET_BYTES >> 20} MB "
+                   f"({SMALL_TENSOR_BYTES >> 10} KB for {', '.join(SMALL_TENSOR_FLAVOURS)}), C filling each bucket",
         "flavours": sorted(flavours),
     }
     if earlier is not None:

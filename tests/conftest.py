@@ -5,6 +5,17 @@ import fused_ops  # noqa: F401  (registers torch.ops.fused)
 
 CUDA = torch.cuda.is_available()
 
+# The launcher serves contiguous NCHW x of at most this many bytes with its small-tensor tiles
+# (csrc/ops/softmax_bias_sigmoid.cpp: kSmallTensorBytes); a test of its other tiles needs a
+# larger x.
+SMALL_TENSOR_BYTES = 1 << 20
+
+
+def past_small_tensors(shape, dtype):
+    """`shape` with as many samples as take x of `dtype` past SMALL_TENSOR_BYTES."""
+    sample_bytes = max(1, torch.Size(shape[1:]).numel()) * torch.empty((), dtype=dtype).element_size()
+    return (max(shape[0], SMALL_TENSOR_BYTES // sample_bytes + 1), *shape[1:])
+
 
 def pytest_collection_modifyitems(config, items):
     if CUDA:

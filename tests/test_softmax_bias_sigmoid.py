@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import fused_ops
-from conftest import (assert_matches_reference, ending_its_storage, last_element_offset, layouts, make_inputs,
-                      poison_cuda_allocator)
+from conftest import (SMALL_TENSOR_BYTES, assert_matches_reference, ending_its_storage, last_element_offset, layouts,
+                      make_inputs, past_small_tensors, poison_cuda_allocator)
 
 op = torch.ops.fused.softmax_bias_sigmoid.default
 
@@ -170,7 +170,9 @@ FLAVOUR_CASES = {
 @pytest.mark.parametrize("dtype", CUDA_DTYPES, ids=str)
 @pytest.mark.parametrize("flavour", FLAVOUR_CASES)
 def test_cuda_layout_flavours(flavour, dtype, channels):
-    base, _ = make_inputs((2, channels, 4, 8) if channels > 1000 else (3, channels, 8, 16), dtype, "cuda")
+    """x past the small-tensor tiles, in each layout; test_cuda_small_tensors has those tiles."""
+    shape = (2, channels, 4, 8) if channels > 1000 else (3, channels, 8, 16)
+    base, _ = make_inputs(past_small_tensors(shape, dtype), dtype, "cuda")
     x = FLAVOUR_CASES[flavour](base)
     bias = torch.randn(x.shape[1], dtype=torch.float64).to("cuda", dtype)
     out = run_on_poisoned_memory(x, bias, -1.5)
@@ -197,9 +199,27 @@ def test_cuda_channels_last_with_bias_off_16_bytes(dtype, channels):
 def test_cuda_channels_filling_a_tile(channels, dtype):
     """Odd NCHW rows with C equal to a tile's BLOCK_C, which the channels_exact variants (no
     channel mask) serve where the build has one, and C one short of it, which the masked tile
-    serves."""
-    x, bias = make_inputs((2, channels, 7, 9), dtype, "cuda")
+    serves; x past the small-tensor tiles."""
+    x, bias = make_inputs(past_small_tensors((2, channels, 7, 9), dtype), dtype, "cuda")
     run_on_poisoned_memory(x, bias, 2.0)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", CUDA_DTYPES, ids=str)
+@pytest.mark.parametrize("channels", [1, 2, 3, 5, 8, 17, 100, 128, 256, 257])
+def test_cuda_small_tensors(channels, dtype):
+    """Contiguous NCHW x of at most 1 MB, which the small-tensor tiles serve where the build has
+    one for C (buckets of 1 to 256 channels; 257, and float64, take the others): rows on 16 bytes
+    and not, 1x1, a pointer one element off 16 bytes; then the largest such x of one sample, and
+    the same with one more position, which takes the other tiles."""
+    for shape in ((16, channels, 8, 8), (3, channels, 7, 9), (5, channels, 1, 1)):
+        x, bias = make_inputs(shape, dtype, "cuda")
+        run_on_poisoned_memory(x, bias, 2.0)
+        run_on_poisoned_memory(misaligned(x), bias, 2.0)
+    largest = SMALL_TENSOR_BYTES // (channels * x.element_size())
+    for positions in (largest, largest + 1):
+        x, bias = make_inputs((1, channels, positions), dtype, "cuda")
+        run_on_poisoned_memory(x, bias, 2.0)
 
 
 @pytest.mark.cuda
@@ -209,10 +229,11 @@ def test_cuda_odd_rows_around_warp_steps(channels, dtype):
     """Odd NCHW rows, which the sector_stores tiles serve where the build has one for C: each warp
     holds 32 positions and stores 32 - sector of them (24 in fp32, 16 in fp16/bf16), the first
     warp of a sample from up to sector - 1 positions before its first. Counts under one warp's
-    step, just under and over multiples of both steps and of a program's positions; three
-    samples, so that rows start at different offsets from a sector."""
+    step, just under and over multiples of both steps and of a program's positions; as many
+    samples as take x past the small-tensor tiles, so that rows start at different offsets from a
+    sector."""
     for positions in (1, 7, 15, 17, 23, 25, 47, 49, 95, 97, 191, 193, 769):
-        x, bias = make_inputs((3, channels, positions), dtype, "cuda")
+        x, bias = make_inputs(past_small_tensors((3, channels, positions), dtype), dtype, "cuda")
         run_on_poisoned_memory(x, bias, 2.0)
 
 

@@ -152,15 +152,17 @@ int64_t last_offset(const ChannelView& v, const ChannelStrides& strides) {
 // ones the whole span, one element past the group's last position included); softmax_stats
 // ones write (the forward) or read (the backward) the softmax statistics; channels_exact ones
 // are compiled for C equal to their BLOCK_C; sector_stores ones (contiguous NCHW) store whole
-// 32-byte sectors of out, each warp over positions that overlap the warp before's
+// 32-byte sectors of out, each warp over positions that overlap the warp before's; small_tensor
+// ones (contiguous NCHW) are tiles tuned for tensors of at most kSmallTensorBytes
 // (triton_src/softmax_bias_sigmoid.py).
 struct Flavour {
   int64_t contiguous, channels_last, aligned, index_bits, channels_by_16 = 0, out_contiguous = 0,
-      inner_stride_2 = 0, softmax_stats = 0, channels_exact = 0, sector_stores = 0;
+      inner_stride_2 = 0, softmax_stats = 0, channels_exact = 0, sector_stores = 0,
+      small_tensor = 0;
 };
 
 using FlavourKey = std::tuple<std::string, std::string, int64_t, int64_t, int64_t, int64_t,
-                              int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>;
+                              int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>;
 
 // The variants of one (kernel, dtype, flavour): single-pass tiles by ascending BLOCK_C, and
 // the multi-pass tile if there is one. The flavours that the tuner keeps for some buckets only,
@@ -179,7 +181,8 @@ struct FlavourVariants {
 FlavourKey key_of(const char* kernel, const char* dtype_name, const Flavour& f) {
   return {kernel,           dtype_name,       f.contiguous,     f.channels_last,
           f.aligned,        f.index_bits,     f.channels_by_16, f.out_contiguous,
-          f.inner_stride_2, f.softmax_stats,  f.channels_exact, f.sector_stores};
+          f.inner_stride_2, f.softmax_stats,  f.channels_exact, f.sector_stores,
+          f.small_tensor};
 }
 
 int64_t flag(const Variant& v, const char* name) { return std::max<int64_t>(0, v.constexpr_value(name)); }
@@ -198,7 +201,7 @@ const std::map<FlavourKey, FlavourVariants>& variants_by_flavour() {
                             v.constexpr_value("INDEX_BITS"), flag(v, "CHANNELS_BY_16"),
                             flag(v, "OUT_CONTIGUOUS"), flag(v, "INNER_STRIDE_2"),
                             flag(v, "SOFTMAX_STATS"), flag(v, "CHANNELS_EXACT"),
-                            int64_t{flag(v, "SECTOR_STORES") > 0}};
+                            int64_t{flag(v, "SECTOR_STORES") > 0}, flag(v, "SMALL_TENSOR")};
       const FlavourKey key = key_of(v.kernel, v.dtype, flavour);
       const bool masked_sectors = flavour.sector_stores && !flavour.channels_exact;
       if (masked_sectors || (flavour.inner_stride_2 && flavour.aligned)) {
@@ -310,9 +313,15 @@ bool out_positions_contiguous(const ChannelView& v) {
   return v.out.inner == 1 && (v.inner_size == v.positions || v.out.outer == v.inner_size);
 }
 
+// The largest x that takes the small_tensor tiles of contiguous NCHW where the build has one for
+// C: a tensor that moves in less time than a launch takes, to which the tiles tuned on 128 MB
+// would give few programs, each computing many positions, or masked channels where C < 16.
+constexpr int64_t kSmallTensorBytes = int64_t{1} << 20;
+
 // The forward's flavours for a call, fastest first: contiguous NCHW or dense channels_last
 // (each 16-byte aligned where x, out and the strides allow it, and for channels_last bias too;
-// unaligned NCHW first with whole sector stores, where the build has such a tile for C), then
+// unaligned NCHW first with whole sector stores, where the build has such a tile for C; before
+// them all the small-tensor tiles, for x of at most kSmallTensorBytes), then
 // the general strided view at 32 bits (first with out's positions at stride 1 where they are,
 // and before that with x's read as spans where its inner stride is 2, those 16-byte aligned and
 // read whole where they can be) and at 64 bits.
@@ -329,6 +338,11 @@ c10::SmallVector<Flavour, 8> forward_flavours(const at::Tensor& x, const at::Ten
   const bool small = offsets_fit_in_32_bits(v);
   const int64_t row_stride = channels_last_row_stride(v);
   if (small && positions_contiguous(v)) {
+    if (static_cast<int64_t>(x.nbytes()) <= kSmallTensorBytes) {
+      Flavour small_tensor{1, 0, 0, 32};
+      small_tensor.small_tensor = 1;
+      flavours.push_back(small_tensor);
+    }
     if (pointers_aligned && rows_of_16_bytes({v.positions, v.x.n, v.x.c, v.out.n})) {
       flavours.push_back({1, 0, 1, 32});
     }
