@@ -5,6 +5,8 @@
 Per case it checks the op against the eager PyTorch tail on fresh random input, then times
 (median) the op, a device copy of the same tensor (the floor for one read and one write), the
 eager tail, torch.compile of the tail, and the seed's Triton kernel (benchmarks/seed_kernel.py).
+Cases under 64 MB are launch-bound, and are also timed the way METHOD.md times small launches:
+the op, the copy and torch.compile, each called GRAPH_CALLS times in one CUDA graph, per call.
 The numbers go to DIR/softmax_bias_sigmoid-<device>.json (-quick.json with --quick) with a plot
 of each one's fraction of copy bandwidth beside it. A dev tool: it imports Triton, the package does not.
 """
@@ -74,6 +76,10 @@ QUICK_CASES = [
 # Cases from 64 MB up must run within this factor of a copy (issue 3); below that, launches
 # and caches dominate and they are reported only.
 LARGE_BYTES, LARGE_GOAL = 64 << 20, 1.15
+# A launch-bound case's do_bench time is mostly the launch (about 5 us for a copy) and moves by
+# half a microsecond between runs, more than the op and torch.compile differ by; replays of a
+# graph of GRAPH_CALLS calls give the GPU's own time per call, without the gaps between launches.
+GRAPH_PROVIDERS, GRAPH_CALLS, GRAPH_REPLAYS = ("fused", "copy", "compile"), 50, 11
 
 
 def default_cases() -> list[Case]:
@@ -197,8 +203,36 @@ def run_case(case: Case) -> dict:
     compile_ms = result["ms"].get("compile")
     result["op_over_compile"] = fused_ms / compile_ms if fused_ms and compile_ms else None
     result["large"] = x.numel() * x.element_size() >= LARGE_BYTES
+    if not result["large"]:
+        result["graph_us"] = {}
+        for name in GRAPH_PROVIDERS:
+            try:
+                result["graph_us"][name] = graph_us(candidates[name])
+            except Exception as error:  # noqa: BLE001 - reported, the sweep goes on
+                result["skipped"][f"{name} (graph)"] = f"{type(error).__name__}: {str(error).strip()[:200]}"
     result["op_gb_per_s"] = moved_bytes / fused_ms / 1e6 if fused_ms else None
     return result
+
+
+def graph_us(fn: Callable[[], object]) -> float:
+    """us per call: the median over GRAPH_REPLAYS replays of GRAPH_CALLS calls of fn captured in
+    one CUDA graph (after a call outside it, which compiles and warms up)."""
+    fn()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, stream=stream):
+        for _ in range(GRAPH_CALLS):
+            fn()
+    times = []
+    for _ in range(GRAPH_REPLAYS):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) * 1e3 / GRAPH_CALLS)
+    return statistics.median(times)
 
 
 def format_ms(value: float | None, width: int = 8) -> str:
@@ -214,13 +248,24 @@ def print_table(results: list[dict]) -> None:
         error = f"{r['max_abs_err']:10.1e}" if r["max_abs_err"] is not None else f"{'-':>10}"
         print(f"{r['case']:<32}" + "".join(" " + format_ms(r["ms"].get(name)) for name in PROVIDERS)
               + ratio + gbps + error + ("" if r["passed"] else "  FAIL"))
+    graphed = [r for r in results if r.get("graph_us")]
+    if graphed:
+        print(f"\n{'launch-bound, per call in a graph':<36}" + "".join(f"{name:>9}" for name in GRAPH_PROVIDERS)
+              + f"{'op/comp':>9}  (us)")
+        for r in graphed:
+            times = r["graph_us"]
+            ratio = f"{times['fused'] / times['compile']:9.2f}" if {"fused", "compile"} <= set(times) else f"{'-':>9}"
+            print(f"{r['case']:<36}" + "".join(f"{times[name]:9.2f}" if name in times else f"{'-':>9}"
+                                               for name in GRAPH_PROVIDERS) + ratio)
 
 
 def goals(results: list[dict]) -> dict:
     """Issue 3's goals over the sweep: large cases within LARGE_GOAL of a copy, every case
-    faster than torch.compile of the reference tail."""
+    faster than torch.compile of the reference tail (the launch-bound ones also per call in a
+    graph)."""
     large = [r for r in results if r["large"] and r["op_over_copy"]]
     compared = [r for r in results if r["op_over_compile"]]
+    graphed = [r for r in results if {"fused", "compile"} <= set(r.get("graph_us", {}))]
     return {
         "large_cases": len(large),
         "large_within_goal": sum(r["op_over_copy"] <= LARGE_GOAL for r in large),
@@ -229,7 +274,15 @@ def goals(results: list[dict]) -> dict:
         "faster_than_compile": sum(r["op_over_compile"] < 1 for r in compared),
         "not_faster_than_compile": [f"{r['case']} ({r['op_over_compile']:.2f}x)" for r in compared
                                     if r["op_over_compile"] >= 1],
+        "launch_bound_cases_in_graph": len(graphed),
+        "launch_bound_faster_than_compile_in_graph": sum(_graph_ratio(r) < 1 for r in graphed),
+        "launch_bound_not_faster_than_compile_in_graph": [f"{r['case']} ({_graph_ratio(r):.2f}x)" for r in graphed
+                                                          if _graph_ratio(r) >= 1],
     }
+
+
+def _graph_ratio(result: dict) -> float:
+    return result["graph_us"]["fused"] / result["graph_us"]["compile"]
 
 
 STARTUP_SCRIPT = """
@@ -313,6 +366,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{summary['large_within_goal']}/{summary['large_cases']}; over: {summary['large_over_goal'] or 'none'}")
     print(f"faster than torch.compile of the tail: {summary['faster_than_compile']}/{summary['cases_vs_compile']}; "
           f"not: {summary['not_faster_than_compile'] or 'none'}")
+    print(f"launch-bound cases (< {LARGE_BYTES >> 20} MB) faster than torch.compile per call in a CUDA graph: "
+          f"{summary['launch_bound_faster_than_compile_in_graph']}/{summary['launch_bound_cases_in_graph']}; "
+          f"not: {summary['launch_bound_not_faster_than_compile_in_graph'] or 'none'}")
     report = {
         **info,
         "timing": TIMING,
