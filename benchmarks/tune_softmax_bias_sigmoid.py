@@ -83,12 +83,13 @@ FLAVOURS = {
     "strided": (0, 0, 0, 0, 0),
     "strided_span_aligned": (0, 0, 1, 0, 0),
     "nchw_small_tensor": (1, 0, 0, 0, 0),
+    "nchw_aligned_small_tensor": (1, 0, 1, 0, 0),
 }
 # Tiles for tensors of at most 1 MB (csrc: kSmallTensorBytes), which move in less time than a
 # launch takes: timed on SMALL_TENSOR_BYTES, with buckets down to one channel and few values a
 # thread, so that the grid spreads over the SMs and no thread computes masked channels
 # (triton_src/softmax_bias_sigmoid.py has the measurements).
-SMALL_TENSOR_FLAVOURS = ("nchw_small_tensor",)
+SMALL_TENSOR_FLAVOURS = ("nchw_small_tensor", "nchw_aligned_small_tensor")
 SMALL_TENSOR_BYTES = 512 << 10
 SMALL_TENSOR_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 # The flavours whose tiles are kept only where they beat, in the same run, those of every rival:
@@ -130,8 +131,10 @@ def candidates(flavour: str, block_c: int) -> list[tuple[int, int]]:
     tensors); BLOCK_S whole warps of positions where the tile stores whole sectors."""
     channels_last, sector_stores = FLAVOURS[flavour][1], FLAVOURS[flavour][4]
     if flavour in SMALL_TENSOR_FLAVOURS:
+        # An aligned tile's rows must give each thread a 16-byte vector (aot.py checks for one).
+        fewest = 8 if FLAVOURS[flavour][2] else 1
         return sorted({(per_thread * 32 * warps // block_c, warps) for per_thread in (2, 4, 8, 16)
-                       for warps in (1, 2, 4, 8) if per_thread * 32 * warps >= block_c})
+                       for warps in (1, 2, 4, 8) if per_thread * 32 * warps >= block_c * fewest})
     pairs = set()
     for per_thread in (4, 8, 16, 32, 64):
         # 16 and 32 warps only where a row of channels is long enough to need them.
@@ -228,7 +231,8 @@ def jobs(flavours) -> list[tuple]:
             buckets = (SMALL_TENSOR_BUCKETS if flavour in SMALL_TENSOR_FLAVOURS
                        else CHANNELS_LAST_BUCKETS if channels_last else BUCKETS)
             for block_c in buckets:
-                if (aligned and block_c < 16) or (spans(flavour) and block_c < SPAN_FROM):
+                if ((aligned and block_c < 16 and flavour not in SMALL_TENSOR_FLAVOURS)
+                        or (spans(flavour) and block_c < SPAN_FROM)):
                     continue
                 for block_s, warps in candidates(flavour, block_c):
                     work.append((size_class, flavour, block_c, block_s, warps, True, block_c))

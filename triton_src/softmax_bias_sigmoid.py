@@ -71,11 +71,12 @@ A program owns BLOCK_S positions and every channel of them. When all channels fi
 channels are swept in BLOCK_C chunks twice, first for an online max/sum, then for the output.
 
 SMALL_TENSOR tiles of contiguous NCHW serve tensors of at most 1 MB, which move in less time than
-a launch takes. Tuned on 512 KB, they hold 2 to 16 values a thread and come in buckets down to one
-channel. The tiles tuned on 128 MB leave most SMs idle there, each thread computing many positions
-(16x128x8x8: 16 programs of [128, 64]) or masked channels (C = 1 in a [16, 256] tile). H100, the
-library's kernel, durations after an L2 clear (CUPTI), us, before -> after: 16x1x64x64 3.33 ->
-2.05, 16x3x64x64 3.04 -> 2.40, 16x128x8x8 3.65 -> 2.62; torch.compile's 1.92, 1.86 and 2.91.
+a launch takes. Tuned on 512 KB, unaligned and ALIGNED, they hold 2 to 16 values a thread and come
+in buckets down to one channel. The tiles tuned on 128 MB leave most SMs idle there, each thread
+computing many positions (16x128x8x8: 16 programs of [128, 64]) or masked channels (C = 1 in a
+[16, 256] tile). H100, the library's kernel, durations after an L2 clear (CUPTI), us: 16x1x64x64
+3.33 before, 2.05 with the unaligned tiles, 2.02 with both (torch.compile's kernel 1.86 to 1.92);
+16x3x64x64 3.04, 2.40, 2.08 (1.86 to 2.43); 16x128x8x8 3.65, 2.62, 2.75 (2.91).
 
 SOFTMAX_STATS twins of the single-pass CONTIGUOUS tiles also write each position's channel max
 and 1 / sum (a tensor 2/C the size of x): the forward autograd runs, so that the backward reads

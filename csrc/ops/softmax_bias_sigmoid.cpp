@@ -321,7 +321,7 @@ constexpr int64_t kSmallTensorBytes = int64_t{1} << 20;
 // The forward's flavours for a call, fastest first: contiguous NCHW or dense channels_last
 // (each 16-byte aligned where x, out and the strides allow it, and for channels_last bias too;
 // unaligned NCHW first with whole sector stores, where the build has such a tile for C; before
-// them all the small-tensor tiles, for x of at most kSmallTensorBytes), then
+// them all the small-tensor tiles, aligned first, for x of at most kSmallTensorBytes), then
 // the general strided view at 32 bits (first with out's positions at stride 1 where they are,
 // and before that with x's read as spans where its inner stride is 2, those 16-byte aligned and
 // read whole where they can be) and at 64 bits.
@@ -338,14 +338,15 @@ c10::SmallVector<Flavour, 8> forward_flavours(const at::Tensor& x, const at::Ten
   const bool small = offsets_fit_in_32_bits(v);
   const int64_t row_stride = channels_last_row_stride(v);
   if (small && positions_contiguous(v)) {
+    const bool aligned = pointers_aligned && rows_of_16_bytes({v.positions, v.x.n, v.x.c, v.out.n});
     if (static_cast<int64_t>(x.nbytes()) <= kSmallTensorBytes) {
-      Flavour small_tensor{1, 0, 0, 32};
+      Flavour small_tensor{1, 0, 1, 32};
       small_tensor.small_tensor = 1;
+      if (aligned) flavours.push_back(small_tensor);
+      small_tensor.aligned = 0;
       flavours.push_back(small_tensor);
     }
-    if (pointers_aligned && rows_of_16_bytes({v.positions, v.x.n, v.x.c, v.out.n})) {
-      flavours.push_back({1, 0, 1, 32});
-    }
+    if (aligned) flavours.push_back({1, 0, 1, 32});
     Flavour sector_stores{1, 0, 0, 32};
     sector_stores.sector_stores = 1;
     flavours.push_back(sector_stores);
