@@ -165,14 +165,18 @@ FLAVOUR_CASES = {
 }
 
 
+def flavour_case_shape(channels):
+    """A 4-D shape with C channels for the layout cases: fewer positions where C is large."""
+    return (2, channels, 4, 8) if channels > 1000 else (3, channels, 8, 16)
+
+
 @pytest.mark.cuda
 @pytest.mark.parametrize("channels", [32, 40, 2000, 20000])
 @pytest.mark.parametrize("dtype", CUDA_DTYPES, ids=str)
 @pytest.mark.parametrize("flavour", FLAVOUR_CASES)
 def test_cuda_layout_flavours(flavour, dtype, channels):
     """x past the small-tensor tiles, in each layout; test_cuda_small_tensors has those tiles."""
-    shape = (2, channels, 4, 8) if channels > 1000 else (3, channels, 8, 16)
-    base, _ = make_inputs(past_small_tensors(shape, dtype), dtype, "cuda")
+    base, _ = make_inputs(past_small_tensors(flavour_case_shape(channels), dtype), dtype, "cuda")
     x = FLAVOUR_CASES[flavour](base)
     bias = torch.randn(x.shape[1], dtype=torch.float64).to("cuda", dtype)
     out = run_on_poisoned_memory(x, bias, -1.5)
@@ -187,7 +191,7 @@ def test_cuda_channels_last_with_bias_off_16_bytes(dtype, channels):
     """channels_last x whose rows start on 16 bytes, with bias one element past a 16-byte
     boundary: the aligned channels_last tiles, which also promise bias on 16 bytes, must give way
     to the unaligned ones."""
-    x, bias = make_inputs((2, channels, 4, 8) if channels > 1000 else (3, channels, 8, 16), dtype, "cuda")
+    x, bias = make_inputs(flavour_case_shape(channels), dtype, "cuda")
     x = x.contiguous(memory_format=torch.channels_last)
     out = run_on_poisoned_memory(x, misaligned(bias), 2.0)
     assert out.stride() == x.stride()
