@@ -239,7 +239,8 @@ LaunchArgs& LaunchArgs::real(double value) {
   return push(&narrow, sizeof(narrow));
 }
 
-void launch(const LaunchArgs& args, uint32_t grid_x, int device, cudaStream_t stream) {
+void launch(const LaunchArgs& args, uint32_t grid_x, int device, cudaStream_t stream,
+            uint32_t grid_y) {
   const Variant& variant = args.variant_;
   TORCH_CHECK(args.slots_.size() == variant.num_user_params, "fused_ops: ", variant.kernel,
               " takes ", variant.num_user_params, " arguments, the launcher packed ",
@@ -257,7 +258,7 @@ void launch(const LaunchArgs& args, uint32_t grid_x, int device, cudaStream_t st
   const Image* image = select_image(variant, device);
   ensure_current_context(variant);
   CUkernel kernel = loaded_kernels().get(variant, *image, device);
-  check(driver().launchKernel(reinterpret_cast<CUfunction>(kernel), grid_x, 1, 1,
+  check(driver().launchKernel(reinterpret_cast<CUfunction>(kernel), grid_x, grid_y, 1,
                               32 * variant.num_warps, 1, 1, image->shared_bytes,
                               reinterpret_cast<CUstream>(stream), params.data(), nullptr),
         "launching", variant, image);

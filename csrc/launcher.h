@@ -30,7 +30,7 @@ class LaunchArgs {
   LaunchArgs& real(double value);
 
  private:
-  friend void launch(const LaunchArgs&, uint32_t, int, cudaStream_t);
+  friend void launch(const LaunchArgs&, uint32_t, int, cudaStream_t, uint32_t);
   struct Slot {
     alignas(8) unsigned char bytes[8];
   };
@@ -41,9 +41,10 @@ class LaunchArgs {
   c10::SmallVector<Slot, 24> slots_;
 };
 
-// Launches the variant of `args` with a 1-D grid of `grid_x` programs on `device`, which
-// must be the current device, and `stream`.
-void launch(const LaunchArgs& args, uint32_t grid_x, int device, cudaStream_t stream);
+// Launches the variant of `args` with a grid of `grid_x` by `grid_y` programs (a 1-D grid
+// unless told) on `device`, which must be the current device, and `stream`.
+void launch(const LaunchArgs& args, uint32_t grid_x, int device, cudaStream_t stream,
+            uint32_t grid_y = 1);
 
 // The image `variant` runs from on `device` (FUSED_OPS_ARCH honoured); an error if none runs there.
 const Image& image_for(const Variant& variant, int device);

@@ -9,6 +9,8 @@ CUDA = torch.cuda.is_available()
 # (csrc/ops/softmax_bias_sigmoid.cpp: kSmallTensorBytes); a test of its other tiles needs a
 # larger x.
 SMALL_TENSOR_BYTES = 1 << 20
+# ...and of at most this many samples, which its 2-D grid holds on axis 1 (kMaxSamplesOnAxis1).
+MAX_SAMPLES_ON_AXIS_1 = 65535
 
 
 def past_small_tensors(shape, dtype):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import fused_ops
-from conftest import (SMALL_TENSOR_BYTES, assert_matches_reference, ending_its_storage, last_element_offset, layouts,
+from conftest import (MAX_SAMPLES_ON_AXIS_1, SMALL_TENSOR_BYTES, assert_matches_reference, ending_its_storage, last_element_offset, layouts,
                       make_inputs, past_small_tensors, poison_cuda_allocator)
 
 op = torch.ops.fused.softmax_bias_sigmoid.default
@@ -215,7 +215,8 @@ def test_cuda_small_tensors(channels, dtype):
     """Contiguous NCHW x of at most 1 MB, which the small-tensor tiles serve where the build has
     one for C (buckets of 1 to 256 channels; 257, and float64, take the others): rows on 16 bytes
     and not, 1x1, a pointer one element off 16 bytes; then the largest such x of one sample, and
-    the same with one more position, which takes the other tiles."""
+    the same with one more position, which takes the other tiles; where C is small enough, as
+    many 1x1 samples as the tiles' grid holds on its axis 1, and one more, which takes the others."""
     for shape in ((16, channels, 8, 8), (3, channels, 7, 9), (5, channels, 1, 1)):
         x, bias = make_inputs(shape, dtype, "cuda")
         run_on_poisoned_memory(x, bias, 2.0)
@@ -224,6 +225,10 @@ def test_cuda_small_tensors(channels, dtype):
     for positions in (largest, largest + 1):
         x, bias = make_inputs((1, channels, positions), dtype, "cuda")
         run_on_poisoned_memory(x, bias, 2.0)
+    if (MAX_SAMPLES_ON_AXIS_1 + 1) * channels * x.element_size() <= SMALL_TENSOR_BYTES:
+        for samples in (MAX_SAMPLES_ON_AXIS_1, MAX_SAMPLES_ON_AXIS_1 + 1):
+            x, bias = make_inputs((samples, channels, 1, 1), dtype, "cuda")
+            run_on_poisoned_memory(x, bias, 2.0)
 
 
 @pytest.mark.cuda

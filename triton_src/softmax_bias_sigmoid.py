@@ -71,12 +71,15 @@ A program owns BLOCK_S positions and every channel of them. When all channels fi
 channels are swept in BLOCK_C chunks twice, first for an online max/sum, then for the output.
 
 SMALL_TENSOR tiles of contiguous NCHW serve tensors of at most 1 MB, which move in less time than
-a launch takes. Tuned on 512 KB, unaligned and ALIGNED, they hold 2 to 16 values a thread and come
-in buckets down to one channel. The tiles tuned on 128 MB leave most SMs idle there, each thread
+a launch takes. Tuned on 512 KB per call replayed from a CUDA graph, unaligned and ALIGNED, they
+hold 2 to 16 values a thread, come in buckets down to one channel, and run on a 2-D grid of
+(position blocks, samples). The tiles tuned on 128 MB leave most SMs idle there, each thread
 computing many positions (16x128x8x8: 16 programs of [128, 64]) or masked channels (C = 1 in a
 [16, 256] tile). H100, the library's kernel, durations after an L2 clear (CUPTI), us: 16x1x64x64
 3.33 before, 2.05 with the unaligned tiles, 2.02 with both (torch.compile's kernel 1.86 to 1.92);
-16x3x64x64 3.04, 2.40, 2.08 (1.86 to 2.43); 16x128x8x8 3.65, 2.62, 2.75 (2.91).
+16x3x64x64 3.04, 2.40, 2.08 (1.86 to 2.43); 16x128x8x8 3.65, 2.62, 2.75 (2.91). Per call in a
+CUDA graph (the sweep), 16x1x64x64: 1.51 us on a 1-D grid with tiles chosen by do_bench, 1.42 on
+the 2-D grid with tiles chosen in a graph (torch.compile 1.33 and 1.38 in the same runs).
 
 SOFTMAX_STATS twins of the single-pass CONTIGUOUS tiles also write each position's channel max
 and 1 / sum (a tensor 2/C the size of x): the forward autograd runs, so that the backward reads
@@ -350,11 +353,21 @@ def _first_position(num_position_blocks, BLOCK_S: tl.constexpr, index: tl.conste
 
 
 @triton.jit
-def _sample_positions(num_positions, num_position_blocks, BLOCK_S: tl.constexpr, index: tl.constexpr):
+def _sample_positions(num_positions, num_position_blocks, BLOCK_S: tl.constexpr, index: tl.constexpr,
+                      SAMPLES_ON_AXIS_1: tl.constexpr = 0):
     """For a program over [channels, positions] tiles: its sample n (64-bit, for the batch
-    offset), its BLOCK_S positions s and the mask of those inside the sample."""
-    n = (tl.program_id(0) // num_position_blocks).to(tl.int64)
-    s = _first_position(num_position_blocks, BLOCK_S, index) + tl.arange(0, BLOCK_S).to(index)
+    offset), its BLOCK_S positions s and the mask of those inside the sample. SAMPLES_ON_AXIS_1:
+    the grid is 2-D, (position blocks, samples), which spares the division by a runtime value
+    that splits a 1-D program id, something a launch-bound kernel waits on before its first load
+    (H100, 16x1x64x64 fp32, per call in a CUDA graph, a minimal kernel of the op's math: 1.44 us
+    on a flat index, 1.53 us with the division, 1.45 us on a 2-D grid)."""
+    if SAMPLES_ON_AXIS_1:
+        n = tl.program_id(1).to(tl.int64)
+        first = tl.program_id(0).to(index) * BLOCK_S
+    else:
+        n = (tl.program_id(0) // num_position_blocks).to(tl.int64)
+        first = _first_position(num_position_blocks, BLOCK_S, index)
+    s = first + tl.arange(0, BLOCK_S).to(index)
     return n, s, s < num_positions
 
 
@@ -423,7 +436,8 @@ def softmax_bias_sigmoid(
 ):
     # CHANNELS_BY_16 and BATCH_BITS change nothing here, nor ALIGNED but for the span of an
     # INNER_STRIDE_2 tile: they name the divisibility promises (multiples) and the batch strides'
-    # width the variant is compiled with. Nor SMALL_TENSOR: it names the calls the tile serves.
+    # width the variant is compiled with. SMALL_TENSOR tiles run on a 2-D grid whose axis 1 is
+    # the sample (the launcher's kMaxSamplesOnAxis1 bounds it).
     index = tl.int64 if INDEX_BITS == 64 else tl.int32
     if CHANNELS_EXACT:
         # C as a constant equal to the tile: every channel mask folds away.
@@ -439,7 +453,7 @@ def softmax_bias_sigmoid(
             n, s, position_mask, lanes = _sector_positions(num_positions, num_position_blocks, BLOCK_S,
                                                            SECTOR_STORES, index)
         else:
-            n, s, position_mask = _sample_positions(num_positions, num_position_blocks, BLOCK_S, index)
+            n, s, position_mask = _sample_positions(num_positions, num_position_blocks, BLOCK_S, index, SMALL_TENSOR)
         x_base = x_ptr + n * x_stride_n
         out_base = out_ptr + n * out_stride_n
         column_mask = position_mask

@@ -317,14 +317,17 @@ bool out_positions_contiguous(const ChannelView& v) {
 // C: a tensor that moves in less time than a launch takes, to which the tiles tuned on 128 MB
 // would give few programs, each computing many positions, or masked channels where C < 16.
 constexpr int64_t kSmallTensorBytes = int64_t{1} << 20;
+// Their grid is (position blocks, samples) (triton_src: SAMPLES_ON_AXIS_1), and a grid's axis 1
+// holds at most this many; a larger batch takes the other tiles.
+constexpr int64_t kMaxSamplesOnAxis1 = 65535;
 
 // The forward's flavours for a call, fastest first: contiguous NCHW or dense channels_last
 // (each 16-byte aligned where x, out and the strides allow it, and for channels_last bias too;
 // unaligned NCHW first with whole sector stores, where the build has such a tile for C; before
-// them all the small-tensor tiles, aligned first, for x of at most kSmallTensorBytes), then
-// the general strided view at 32 bits (first with out's positions at stride 1 where they are,
-// and before that with x's read as spans where its inner stride is 2, those 16-byte aligned and
-// read whole where they can be) and at 64 bits.
+// them all the small-tensor tiles, aligned first, for x of at most kSmallTensorBytes and
+// kMaxSamplesOnAxis1 samples), then the general strided view at 32 bits (first with out's
+// positions at stride 1 where they are, and before that with x's read as spans where its inner
+// stride is 2, those 16-byte aligned and read whole where they can be) and at 64 bits.
 c10::SmallVector<Flavour, 8> forward_flavours(const at::Tensor& x, const at::Tensor& bias_flat,
                                               const at::Tensor& out, const ChannelView& v) {
   c10::SmallVector<Flavour, 8> flavours;
@@ -339,7 +342,7 @@ c10::SmallVector<Flavour, 8> forward_flavours(const at::Tensor& x, const at::Ten
   const int64_t row_stride = channels_last_row_stride(v);
   if (small && positions_contiguous(v)) {
     const bool aligned = pointers_aligned && rows_of_16_bytes({v.positions, v.x.n, v.x.c, v.out.n});
-    if (static_cast<int64_t>(x.nbytes()) <= kSmallTensorBytes) {
+    if (static_cast<int64_t>(x.nbytes()) <= kSmallTensorBytes && v.batch <= kMaxSamplesOnAxis1) {
       Flavour small_tensor{1, 0, 1, 32};
       small_tensor.small_tensor = 1;
       if (aligned) flavours.push_back(small_tensor);
@@ -495,7 +498,9 @@ at::Tensor run_forward_cuda(const at::Tensor& x, const at::Tensor& bias, double 
     const int64_t positions_per_program = sector > 0 ? block_s / 32 * (32 - sector) : block_s;
     const int64_t reach = sector > 0 ? positions + sector - 1 : positions;
     const int64_t position_blocks = (reach + positions_per_program - 1) / positions_per_program;
-    const uint32_t programs = grid_size(batch * position_blocks, kOp, input);
+    const bool samples_on_axis_1 = flavour.small_tensor;
+    const uint32_t programs =
+        grid_size(samples_on_axis_1 ? position_blocks : batch * position_blocks, kOp, input);
     if (flavour.softmax_stats) *stats = stats_buffer;
     LaunchArgs args(*variant);
     args.pointer(input.const_data_ptr())
@@ -510,7 +515,8 @@ at::Tensor run_forward_cuda(const at::Tensor& x, const at::Tensor& bias, double 
         .integer(v.out.n).integer(v.out.c).integer(v.out.outer).integer(v.out.inner)
         .real(kernel_scale(input.scalar_type(), scale));
     launch(args, programs, input.get_device(),
-           c10::cuda::getCurrentCUDAStream(input.get_device()).stream());
+           c10::cuda::getCurrentCUDAStream(input.get_device()).stream(),
+           samples_on_axis_1 ? static_cast<uint32_t>(batch) : 1);
   });
 }
 
