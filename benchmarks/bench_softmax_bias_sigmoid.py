@@ -204,38 +204,43 @@ def run_case(case: Case) -> dict:
     result["op_over_compile"] = fused_ms / compile_ms if fused_ms and compile_ms else None
     result["large"] = x.numel() * x.element_size() >= LARGE_BYTES
     if not result["large"]:
-        result["graph_us"] = {}
-        for name in GRAPH_PROVIDERS:
-            try:
-                result["graph_us"][name] = graph_us(candidates[name])
-            except Exception as error:  # noqa: BLE001 - reported, the sweep goes on
-                result["skipped"][f"{name} (graph)"] = f"{type(error).__name__}: {str(error).strip()[:200]}"
+        result["graph_us"] = graph_us({name: candidates[name] for name in GRAPH_PROVIDERS}, result["skipped"])
     result["op_gb_per_s"] = moved_bytes / fused_ms / 1e6 if fused_ms else None
     return result
 
 
-def graph_us(fn: Callable[[], object]) -> float:
-    """us per call: the median over GRAPH_REPLAYS replays of GRAPH_CALLS calls of fn captured in
-    one CUDA graph (after a call outside it, which compiles and warms up). Not
+def graph_us(fns: dict[str, Callable[[], object]], skipped: dict[str, str]) -> dict[str, float]:
+    """us per call of each fn: the median over GRAPH_REPLAYS rounds of a replay of GRAPH_CALLS
+    calls of it captured in one CUDA graph (after a call outside it, which compiles and warms
+    up). Each round replays every fn's graph in turn, so that a drift in the GPU's clocks,
+    which moved a copy's time by a fifth between two passes over the same cases on the H100,
+    shifts them all alike. An fn that fails is left out, its error under skipped. Not
     triton.testing.do_bench_cudagraph: it captures as many calls as fill its time budget, and
     every call here allocates its output, which a graph keeps alive (some 2000 calls of a 16 MB
     case: 32 GB)."""
-    fn()
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, stream=stream):
-        for _ in range(GRAPH_CALLS):
+    graphs = {}
+    for name, fn in fns.items():
+        try:
             fn()
-    times = []
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, stream=stream):
+                for _ in range(GRAPH_CALLS):
+                    fn()
+            graphs[name] = graph
+        except Exception as error:  # noqa: BLE001 - reported, the sweep goes on
+            skipped[f"{name} (graph)"] = f"{type(error).__name__}: {str(error).strip()[:200]}"
+    times = {name: [] for name in graphs}
     for _ in range(GRAPH_REPLAYS):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) * 1e3 / GRAPH_CALLS)
-    return statistics.median(times)
+        for name, graph in graphs.items():
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            graph.replay()
+            end.record()
+            end.synchronize()
+            times[name].append(start.elapsed_time(end) * 1e3 / GRAPH_CALLS)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def format_ms(value: float | None, width: int = 8) -> str:
