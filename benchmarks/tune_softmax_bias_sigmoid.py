@@ -5,15 +5,15 @@ table that the build compiles: triton_src/softmax_bias_sigmoid_tuning.json.
 
 For every layout flavour (contiguous NCHW, the same with 16-byte aligned rows, channels_last
 unaligned and aligned, the general strided view, and x[..., ::2] with rows on 16 bytes read as
-whole spans) and every channel bucket BLOCK_C, it times each
-candidate (BLOCK_S, num_warps) through Triton's JIT on a ~128 MB tensor whose channel count
-fills the bucket, and keeps the fastest; contiguous NCHW also gets tiles for tensors of at most
-1 MB (SMALL_TENSOR), timed per call replayed from a CUDA graph on 512 KB. Contiguous NCHW is also timed compiled for C equal to
+whole spans) and every channel bucket BLOCK_C, it times each candidate (BLOCK_S, num_warps)
+through Triton's JIT on a ~128 MB tensor whose channel count fills the bucket, and keeps the
+fastest; contiguous NCHW also gets tiles for tensors of at most 1 MB (SMALL_TENSOR), timed per
+call replayed from a CUDA graph on 512 KB. Contiguous NCHW is also timed compiled for C equal to
 the bucket (CHANNELS_EXACT, no channel mask) and with whole-sector stores (SECTOR_STORES), both
 and either; such a tile is kept only where it beats, in the same run, every tile that the
 launcher's order would put after it for C equal to the bucket (RIVALS). --flavours re-measures
-some flavours (and their rivals) and keeps the table's entries of the others. The launcher
-then takes, per call, the variant of the call's flavour and dtype with the smallest BLOCK_C that
+some flavours (and their rivals) and keeps the table's entries of the others. The launcher then
+takes, per call, the variant of the call's flavour and dtype with the smallest BLOCK_C that
 holds C (C++: choose_from), falling back to the two-pass tile above the largest bucket; the
 aligned spans' two-pass tile is timed at several C and replaces the single-pass tiles from the
 first bucket where it is faster.

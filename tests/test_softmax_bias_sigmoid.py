@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import fused_ops
-from conftest import (MAX_SAMPLES_ON_AXIS_1, SMALL_TENSOR_BYTES, assert_matches_reference, ending_its_storage, last_element_offset, layouts,
-                      make_inputs, past_small_tensors, poison_cuda_allocator)
+from conftest import (MAX_SAMPLES_ON_AXIS_1, SMALL_TENSOR_BYTES, assert_matches_reference, ending_its_storage,
+                      last_element_offset, layouts, make_inputs, past_small_tensors, poison_cuda_allocator)
 
 op = torch.ops.fused.softmax_bias_sigmoid.default
 
