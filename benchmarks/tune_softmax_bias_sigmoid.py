@@ -201,6 +201,7 @@ def launch(module, flavour: str, x, bias, out, block_c: int, block_s: int, warps
     batch, channels = x.shape[:2]
     positions, inner_size = x[0, 0].numel(), x.shape[-1]
     sector = sector_elements(x.dtype) if sector_stores else 0
+    small_tensor = int(flavour in SMALL_TENSOR_FLAVOURS)
     if channels_last:
         rows = batch * positions
         grid, args = (triton.cdiv(rows, block_s),), (channels, rows, rows, triton.cdiv(rows, block_s))
@@ -208,7 +209,7 @@ def launch(module, flavour: str, x, bias, out, block_c: int, block_s: int, warps
         per_program = block_s // 32 * (32 - sector) if sector else block_s
         blocks = triton.cdiv(positions + max(sector - 1, 0), per_program)
         # A small-tensor tile's samples are on the grid's axis 1.
-        grid = (blocks, batch) if flavour in SMALL_TENSOR_FLAVOURS else (batch * blocks,)
+        grid = (blocks, batch) if small_tensor else (batch * blocks,)
         args = (channels, positions, inner_size, blocks)
     strides = [stride for t in (x, out) for stride in (t.stride(0), t.stride(1), t.stride(2) if t.dim() == 4 else 0,
                                                        t.stride(-1))]
@@ -218,7 +219,7 @@ def launch(module, flavour: str, x, bias, out, block_c: int, block_s: int, warps
         CONTIGUOUS=contiguous, CHANNELS_LAST=channels_last, ALIGNED=aligned, INDEX_BITS=32,
         OUT_CONTIGUOUS=int(strided(flavour)), INNER_STRIDE_2=int(spans(flavour)), CHANNELS_EXACT=exact,
         SECTOR_STORES=sector, SWEEP_STAGES=sweep_stages(flavour, single_pass),
-        SMALL_TENSOR=int(flavour in SMALL_TENSOR_FLAVOURS), num_warps=warps, num_stages=1)
+        SMALL_TENSOR=small_tensor, num_warps=warps, num_stages=1)
 
 
 def sweep_stages(flavour: str, single_pass: bool) -> int:
