@@ -23,6 +23,14 @@ struct Image {
   int shared_bytes;
 };
 
+// One argument of the kernel's Triton signature, in order: the kind it is declared as, and the
+// compiled parameter it is passed as, or -1 where the variant never reads it and was compiled
+// without it (triton_src/aot.py, unread_arguments), so that the launcher skips it.
+struct Argument {
+  ParamKind kind;
+  int param;
+};
+
 struct Constexpr {
   const char* name;
   int64_t value;
@@ -42,6 +50,8 @@ struct Variant {
   const int* multiple_of;
   size_t num_params;
   size_t num_user_params;
+  const Argument* arguments;
+  size_t num_arguments;
   const Image* images;
   size_t num_images;
 

@@ -189,16 +189,16 @@ void ensure_current_context(const Variant& variant) {
 
 }  // namespace
 
-ParamKind LaunchArgs::next_kind(const char* what) const {
-  TORCH_CHECK(slots_.size() < variant_.num_user_params, "fused_ops: ", variant_.kernel,
-              " takes ", variant_.num_user_params, " arguments; got one more (", what, ")");
-  return variant_.params[slots_.size()];
+const Argument& LaunchArgs::next_argument(const char* what) const {
+  TORCH_CHECK(num_arguments_ < variant_.num_arguments, "fused_ops: ", variant_.kernel, " takes ",
+              variant_.num_arguments, " arguments; got one more (", what, ")");
+  return variant_.arguments[num_arguments_];
 }
 
 void LaunchArgs::check_multiple(int64_t value, const char* unit) const {
   const int multiple = variant_.multiple_of[slots_.size()];
   TORCH_CHECK(multiple == 0 || value % multiple == 0, "fused_ops: ", variant_.kernel, " argument ",
-              slots_.size(), " = ", value, " ", unit, " breaks the multiple-of-", multiple,
+              num_arguments_, " = ", value, " ", unit, " breaks the multiple-of-", multiple,
               " promise this variant was compiled with");
 }
 
@@ -206,35 +206,45 @@ LaunchArgs& LaunchArgs::push(const void* value, size_t size) {
   Slot slot{};
   std::memcpy(slot.bytes, value, size);
   slots_.push_back(slot);
+  ++num_arguments_;
+  return *this;
+}
+
+LaunchArgs& LaunchArgs::skip() {
+  ++num_arguments_;
   return *this;
 }
 
 LaunchArgs& LaunchArgs::pointer(const void* value) {
-  TORCH_CHECK(next_kind("a pointer") == ParamKind::Pointer, "fused_ops: ", variant_.kernel,
-              " argument ", slots_.size(), " is not a pointer");
+  const Argument& argument = next_argument("a pointer");
+  TORCH_CHECK(argument.kind == ParamKind::Pointer, "fused_ops: ", variant_.kernel, " argument ",
+              num_arguments_, " is not a pointer");
+  if (argument.param < 0) return skip();
   check_multiple(static_cast<int64_t>(reinterpret_cast<uintptr_t>(value)), "(address)");
   return push(&value, sizeof(value));
 }
 
 LaunchArgs& LaunchArgs::integer(int64_t value) {
-  const ParamKind kind = next_kind("an integer");
+  const Argument& argument = next_argument("an integer");
+  TORCH_CHECK(argument.kind == ParamKind::Int64 || argument.kind == ParamKind::Int32,
+              "fused_ops: ", variant_.kernel, " argument ", num_arguments_, " is not an integer");
+  if (argument.param < 0) return skip();
   check_multiple(value, "(value)");
-  if (kind == ParamKind::Int64) return push(&value, sizeof(value));
-  TORCH_CHECK(kind == ParamKind::Int32, "fused_ops: ", variant_.kernel, " argument ",
-              slots_.size(), " is not an integer");
+  if (argument.kind == ParamKind::Int64) return push(&value, sizeof(value));
   TORCH_CHECK(value >= std::numeric_limits<int32_t>::min() &&
                   value <= std::numeric_limits<int32_t>::max(),
-              "fused_ops: ", variant_.kernel, " argument ", slots_.size(), " = ", value,
+              "fused_ops: ", variant_.kernel, " argument ", num_arguments_, " = ", value,
               " does not fit in the 32 bits the kernel takes");
   const int32_t narrow = static_cast<int32_t>(value);
   return push(&narrow, sizeof(narrow));
 }
 
 LaunchArgs& LaunchArgs::real(double value) {
-  const ParamKind kind = next_kind("a real number");
-  if (kind == ParamKind::Float64) return push(&value, sizeof(value));
-  TORCH_CHECK(kind == ParamKind::Float32, "fused_ops: ", variant_.kernel, " argument ",
-              slots_.size(), " is not a real scalar");
+  const Argument& argument = next_argument("a real number");
+  TORCH_CHECK(argument.kind == ParamKind::Float64 || argument.kind == ParamKind::Float32,
+              "fused_ops: ", variant_.kernel, " argument ", num_arguments_, " is not a real scalar");
+  if (argument.param < 0) return skip();
+  if (argument.kind == ParamKind::Float64) return push(&value, sizeof(value));
   const float narrow = static_cast<float>(value);
   return push(&narrow, sizeof(narrow));
 }
@@ -242,9 +252,9 @@ LaunchArgs& LaunchArgs::real(double value) {
 void launch(const LaunchArgs& args, uint32_t grid_x, int device, cudaStream_t stream,
             uint32_t grid_y) {
   const Variant& variant = args.variant_;
-  TORCH_CHECK(args.slots_.size() == variant.num_user_params, "fused_ops: ", variant.kernel,
-              " takes ", variant.num_user_params, " arguments, the launcher packed ",
-              args.slots_.size());
+  TORCH_CHECK(args.num_arguments_ == variant.num_arguments, "fused_ops: ", variant.kernel,
+              " takes ", variant.num_arguments, " arguments, the launcher packed ",
+              args.num_arguments_);
   c10::SmallVector<void*, 32> params;
   for (const auto& slot : args.slots_) {
     params.push_back(const_cast<unsigned char*>(slot.bytes));

@@ -17,10 +17,11 @@
 
 namespace fused_ops {
 
-// The arguments of one launch of `variant`, in parameter order, each packed at the width
-// its compiled kernel declares: an integer goes in as 32 or 64 bits (checked to fit), a real
-// scalar as the 4-byte float or the 8-byte double the kernel takes (an fp32 one never as a
-// double). A wrong kind of argument, or one that breaks a promise the variant was compiled with
+// The arguments of one launch of `variant`, every one of its kernel's signature in order, each
+// packed at the width its compiled kernel declares: an integer goes in as 32 or 64 bits (checked
+// to fit), a real scalar as the 4-byte float or the 8-byte double the kernel takes (an fp32 one
+// never as a double); one the variant was compiled without (Variant::arguments) is left out. A
+// wrong kind of argument, or one that breaks a promise the variant was compiled with
 // (Variant::multiple_of), is an error here.
 class LaunchArgs {
  public:
@@ -34,10 +35,12 @@ class LaunchArgs {
   struct Slot {
     alignas(8) unsigned char bytes[8];
   };
-  ParamKind next_kind(const char* what) const;
+  const Argument& next_argument(const char* what) const;
   void check_multiple(int64_t value, const char* unit) const;
   LaunchArgs& push(const void* value, size_t size);
+  LaunchArgs& skip();
   const Variant& variant_;
+  size_t num_arguments_ = 0;
   c10::SmallVector<Slot, 24> slots_;
 };
 

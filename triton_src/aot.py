@@ -10,7 +10,10 @@ variant, such as ``i{INDEX_BITS}``. A module may define ``multiples(variant, dty
 arguments that the variant is compiled to assume are multiples of a number (a pointer's address
 in bytes, an integer's value), as {name: number}; the table carries that promise to the
 launcher, which checks it on every call; a promise about a pointer must show up as 16- or 8-byte
-accesses in the PTX, or the build fails. Each (variant, dtype, arch) is compiled
+accesses in the PTX, or the build fails. A module may also define ``unread_arguments(variant)``,
+the arguments of SIGNATURE the variant never reads: they are compiled as constants (None, so a
+variant that reads one fails to build), are not parameters of its kernel, and the launcher
+skips them. Each (variant, dtype, arch) is compiled
 with an explicit ``GPUTarget``, so no GPU or driver is needed, in
 parallel across cores. The output, ``BUILD_DIR/aot_kernels.cpp``, holds the cubins (and the
 PTX of the highest non-"a" arch, which any newer GPU can JIT) as byte arrays plus the table
@@ -67,6 +70,7 @@ class Compiled:
     params: list
     multiples: list
     num_user_params: int
+    arguments: list  # per SIGNATURE argument, (kind, its index among params or -1 where unread)
     cubin: bytes
     ptx: bytes | None
 
@@ -137,6 +141,11 @@ def promised_multiples(module, variant: dict, dtype: str) -> dict:
     return dict(hook(variant, dtype)) if hook else {}
 
 
+def unread_arguments(module, variant: dict) -> set:
+    hook = getattr(module, "unread_arguments", None)
+    return set(hook(variant)) if hook else set()
+
+
 def compile_job(job: Job) -> Compiled:
     import triton
     from triton.backends.compiler import GPUTarget
@@ -147,16 +156,30 @@ def compile_job(job: Job) -> Compiled:
     num_warps = variant.pop("num_warps")
     num_stages = variant.pop("num_stages", 1)
     declared = formatted_signature(module, job.dtype, variant)
-    signature = {**declared, **{name: "constexpr" for name in variant}}
+    unread = unread_arguments(module, variant)
     promised = promised_multiples(module, variant, job.dtype)
-    unknown = set(promised) - set(declared)
-    if unknown:
-        raise RuntimeError(f"{job.kernel}: multiples names {sorted(unknown)}, not in SIGNATURE")
+    for names, what in ((promised, "multiples"), (unread, "unread_arguments")):
+        if set(names) - set(declared):
+            raise RuntimeError(f"{job.kernel}: {what} names {sorted(set(names) - set(declared))}, not in SIGNATURE")
+    if set(promised) & unread:
+        raise RuntimeError(f"{job.kernel} {variant}: promises multiples of {sorted(set(promised) & unread)}, "
+                           "which it never reads")
+    passed = {name: t for name, t in declared.items() if name not in unread}
+    signature = {**declared, **{name: "constexpr" for name in [*unread, *variant]}}
     attrs = {(index,): [["tt.divisibility", promised[name]]] for index, name in enumerate(declared)
              if name in promised}
-    source = triton.compiler.ASTSource(fn=kernel, signature=signature, constexprs=variant, attrs=attrs)
-    compiled = triton.compile(source, target=GPUTarget("cuda", job.arch, 32),
-                              options={"num_warps": num_warps, "num_stages": num_stages})
+    source = triton.compiler.ASTSource(fn=kernel, signature=signature, attrs=attrs,
+                                       constexprs={**variant, **dict.fromkeys(unread)})
+    try:
+        compiled = triton.compile(source, target=GPUTarget("cuda", job.arch, 32),
+                                  options={"num_warps": num_warps, "num_stages": num_stages})
+    except Exception as error:
+        if not unread:
+            raise
+        # Reading an argument compiled as None fails in Triton's front end with a bare NoneType error.
+        raise RuntimeError(f"{job.kernel} ({job.dtype}, {variant}): {error}\n(compiled without "
+                           f"{sorted(unread)}, the arguments its module's unread_arguments names: does the "
+                           "variant read one of them?)") from error
     meta = compiled.metadata
     for scratch in ("global_scratch_size", "profile_scratch_size"):
         if getattr(meta, scratch, 0):
@@ -173,12 +196,14 @@ def compile_job(job: Job) -> Compiled:
         raise RuntimeError(f"{job.kernel} ({job.dtype}, {variant}): compiled with divisibility hints "
                            f"{promised} but issues no vector load or store")
     params = ptx_params(ptx, meta.name)
-    expected = signature_kinds(declared)
+    expected = signature_kinds(passed)
     if params[:len(expected)] != expected or any(p != "Pointer" for p in params[len(expected):]):
         raise RuntimeError(f"{job.kernel} sm_{job.arch}: compiled parameters {params} do not "
                            f"start with the declared {expected} followed by scratch pointers")
-    multiples = [promised.get(name, 0) for name in declared] + [0] * (len(params) - len(expected))
-    return Compiled(job, meta.name, meta.num_warps, meta.shared, params, multiples, len(expected),
+    multiples = [promised.get(name, 0) for name in passed] + [0] * (len(params) - len(expected))
+    arguments = [(kind, list(passed).index(name) if name in passed else -1)
+                 for name, kind in zip(declared, signature_kinds(declared))]
+    return Compiled(job, meta.name, meta.num_warps, meta.shared, params, multiples, len(expected), arguments,
                     compiled.asm["cubin"], ptx.encode() + b"\0" if job.want_ptx else None)
 
 
@@ -195,7 +220,7 @@ def render(results: list[Compiled], archs: list[int]) -> str:
     for index, ((kernel, variant, dtype), compiled) in enumerate(groups.items()):
         first = compiled[0]
         if any(c.params != first.params or c.num_warps != first.num_warps or c.multiples != first.multiples
-               for c in compiled):
+               or c.arguments != first.arguments for c in compiled):
             raise RuntimeError(f"{kernel} {dtype} {variant}: archs disagree on parameters or warps")
         image_rows = []
         for c in sorted(compiled, key=lambda c: c.job.arch):
@@ -213,9 +238,12 @@ def render(results: list[Compiled], archs: list[int]) -> str:
                       f"const ParamKind params_{index}[] = {{"
                       + ", ".join(f"ParamKind::{p}" for p in first.params) + "};\n"
                       f"const int multiple_of_{index}[] = {{"
-                      + ", ".join(str(m) for m in first.multiples) + "};\n")
+                      + ", ".join(str(m) for m in first.multiples) + "};\n"
+                      f"const Argument arguments_{index}[] = {{"
+                      + ", ".join(f"{{ParamKind::{kind}, {param}}}" for kind, param in first.arguments) + "};\n")
         variants.append(f'  {{"{kernel}", "{dtype}", constexprs_{index}, {len(constexprs)}, '
-                        f"{first.num_warps}, params_{index}, multiple_of_{index}, {len(first.params)}, {first.num_user_params}, "
+                        f"{first.num_warps}, params_{index}, multiple_of_{index}, {len(first.params)}, "
+                        f"{first.num_user_params}, arguments_{index}, {len(first.arguments)}, "
                         f"images_{index}, {len(image_rows)}}},")
     arch_list = ";".join(str(a) for a in archs)
     return ("// Generated by triton_src/aot.py. Do not edit: the build writes it anew.\n"

@@ -79,7 +79,10 @@ computing many positions (16x128x8x8: 16 programs of [128, 64]) or masked channe
 3.33 before, 2.05 with the unaligned tiles, 2.02 with both (torch.compile's kernel 1.86 to 1.92);
 16x3x64x64 3.04, 2.40, 2.08 (1.86 to 2.43); 16x128x8x8 3.65, 2.62, 2.75 (2.91). Per call in a
 CUDA graph (the sweep), 16x1x64x64: 1.51 us on a 1-D grid with tiles chosen by do_bench, 1.42 on
-the 2-D grid with tiles chosen in a graph (torch.compile 1.33 and 1.38 in the same runs).
+the 2-D grid with tiles chosen in a graph (torch.compile 1.33 and 1.38 in the same runs); then,
+compiled without the arguments they never read (unread_arguments), with the one-channel
+shortcut below and re-tuned so, 1.27 and 1.52 in two passes of one run (torch.compile 1.36 and
+1.59, a copy 1.22 and 1.45).
 
 SOFTMAX_STATS twins of the single-pass CONTIGUOUS tiles also write each position's channel max
 and 1 / sum (a tensor 2/C the size of x): the forward autograd runs, so that the backward reads
@@ -154,6 +157,33 @@ def multiples(variant: dict, dtype: str) -> dict:
     if variant.get("CHANNELS_BY_16"):
         promised["num_channels"] = max(promised.get("num_channels", 1), 16)
     return promised
+
+
+def unread_arguments(variant: dict) -> set:
+    """The arguments of SIGNATURE the variant never reads. triton_src/aot.py compiles them as
+    constants, so they are not parameters of its kernel and the launcher leaves them out. A
+    launch-bound kernel pays for every parameter: H100, 16x1x64x64 fp32 per call in a CUDA graph,
+    the [1, 512] x 8 small-tensor tile took 1.487 us with all 17 and 1.422 us with the 9 it reads;
+    16x3x64x64 [4, 64] x 1, 1.862 and 1.805 us. aot.py passes them as None, so a variant that does
+    read one fails to build rather than reading a wrong value."""
+    unread = set() if variant.get("SOFTMAX_STATS") else {"softmax_stats_ptr"}
+    if variant.get("CHANNELS_EXACT"):
+        unread.add("num_channels")
+    if variant["CHANNELS_LAST"]:
+        read = {"x_ptr", "bias_ptr", "out_ptr", "num_channels", "num_positions", "x_stride_inner", "scale"}
+        return unread | (set(SIGNATURE) - read)
+    if variant.get("SMALL_TENSOR"):
+        unread.add("num_position_blocks")
+    if variant["CONTIGUOUS"]:
+        unread |= {"inner_size", "x_stride_outer", "x_stride_inner", "out_stride_outer", "out_stride_inner"}
+        if variant["SINGLE_PASS"]:
+            unread.add("out_stride_c")
+    else:
+        if variant.get("INNER_STRIDE_2"):
+            unread.add("x_stride_inner")
+        if variant.get("OUT_CONTIGUOUS"):
+            unread |= {"out_stride_outer", "out_stride_inner"}
+    return unread
 
 
 TUNING_FILE = Path(__file__).with_name("softmax_bias_sigmoid_tuning.json")
@@ -480,7 +510,15 @@ def softmax_bias_sigmoid(
                                                    column_mask, index, INNER_STRIDE_2)
             mask = channel_mask[:, None] & position_mask[None, :]
             e, inv_denominator, channel_max = _exp_and_inverse_sum(x)
-            y = _epilogue(e, inv_denominator, bias_ptr, channel_offsets, channel_mask, scale)
+            if BLOCK_C == 1:
+                # One channel, whose softmax exp2(0) / exp2(0) is 1 wherever x is finite and NaN
+                # elsewhere, as x - x + 1 is: the sigmoid is computed while x is loading, and
+                # only an add waits for it, to the bit the output of the general form (H100,
+                # 16x1x64x64 fp32 per call in a CUDA graph: 1.390 against 1.422 us).
+                bias = _to_compute(tl.load(bias_ptr + channel_offsets, mask=channel_mask, other=0.0))
+                y = (x - x) + _sigmoid((1.0 + bias) * scale)[:, None]
+            else:
+                y = _epilogue(e, inv_denominator, bias_ptr, channel_offsets, channel_mask, scale)
             if CONTIGUOUS:
                 # Same strides: the load's offsets serve the store.
                 out_offsets = channels[:, None] * x_stride_c + x_cols[None, :]

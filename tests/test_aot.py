@@ -1,0 +1,86 @@
+"""The build-time compiler (triton_src/aot.py) on this machine, GPU or not: what it makes of the
+arguments a variant never reads. Needs triton, a build-time tool only; skipped without it."""
+import importlib.util
+import os
+import sys
+import textwrap
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+if importlib.util.find_spec("triton") is None:
+    pytest.skip("triton is not installed", allow_module_level=True)
+sys.path.insert(0, os.path.join(REPO, "triton_src"))
+import aot  # noqa: E402
+
+ARCH = 90  # any arch the installed Triton compiles for; compiled offline, like the build
+
+
+@pytest.fixture(autouse=True)
+def triton_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "triton_cache"))
+
+
+def job_for(module_path, predicate, dtype="fp32"):
+    module = aot.load_module(module_path)
+    for variant in module.VARIANTS:
+        config = dict(variant)
+        if dtype in config.pop("dtypes", module.DTYPES) and predicate(config):
+            return aot.Job(module_path, module.KERNEL_NAME, dtype, tuple(sorted(config.items())), ARCH, False)
+    raise AssertionError("no such variant")
+
+
+def test_unread_arguments_are_left_out_of_the_kernel():
+    """The one-channel small-tensor tile reads 9 of the tail kernel's 17 arguments: its compiled
+    parameters are those 9, in order, then Triton's scratch pointers, and the table maps every
+    argument of the signature to its parameter or to none."""
+    path = os.path.join(REPO, "triton_src", "softmax_bias_sigmoid.py")
+    job = job_for(path, lambda v: v["SMALL_TENSOR"] and v["BLOCK_C"] == 1 and v["ALIGNED"] and not v["SOFTMAX_STATS"])
+    module = aot.load_module(path)
+    unread = module.unread_arguments(dict(job.variant))
+    assert unread == {"softmax_stats_ptr", "inner_size", "num_position_blocks", "x_stride_outer", "x_stride_inner",
+                      "out_stride_c", "out_stride_outer", "out_stride_inner"}
+
+    compiled = aot.compile_job(job)
+    declared = aot.formatted_signature(module, "fp32", dict(job.variant))
+    read = [name for name in declared if name not in unread]
+    kinds = aot.signature_kinds(declared)
+    assert compiled.num_user_params == len(read) == 9
+    assert compiled.params[:9] == [kind for name, kind in zip(declared, kinds) if name not in unread]
+    assert all(kind == "Pointer" for kind in compiled.params[9:])
+    assert compiled.arguments == [(kind, read.index(name) if name in read else -1)
+                                  for name, kind in zip(declared, kinds)]
+    # The promise of 16-byte rows still reaches the reads it is about.
+    assert [m for m in compiled.multiples[:9] if m] == [16, 16, 4, 4, 4, 4]
+
+
+KERNEL_MODULE = '''
+import triton
+import triton.language as tl
+
+KERNEL_NAME = "scaled_copy"
+SIGNATURE = {"x_ptr": "*{dtype}", "out_ptr": "*{dtype}", "count": "i32", "spare": "i32", "scale": "{acc_dtype}"}
+DTYPES = ("fp32",)
+VARIANTS = [dict(BLOCK=128, CLAIM_COUNT_UNREAD=claim, num_warps=4) for claim in (0, 1)]
+
+
+def unread_arguments(variant):
+    return {"spare", "count"} if variant["CLAIM_COUNT_UNREAD"] else {"spare"}
+
+
+@triton.jit
+def scaled_copy(x_ptr, out_ptr, count, spare, scale, BLOCK: tl.constexpr, CLAIM_COUNT_UNREAD: tl.constexpr):
+    offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    tl.store(out_ptr + offsets, tl.load(x_ptr + offsets, mask=offsets < count) * scale, mask=offsets < count)
+'''
+
+
+def test_a_variant_that_reads_an_argument_it_calls_unread_fails_to_build(tmp_path):
+    path = tmp_path / "scaled_copy.py"
+    path.write_text(textwrap.dedent(KERNEL_MODULE))
+    honest = aot.compile_job(job_for(str(path), lambda v: not v["CLAIM_COUNT_UNREAD"]))
+    assert honest.params[:4] == ["Pointer", "Pointer", "Int32", "Float32"]
+    assert honest.arguments == [("Pointer", 0), ("Pointer", 1), ("Int32", 2), ("Int32", -1), ("Float32", 3)]
+    with pytest.raises(RuntimeError, match=r"compiled without \[.count., .spare.\]"):
+        aot.compile_job(job_for(str(path), lambda v: v["CLAIM_COUNT_UNREAD"]))
