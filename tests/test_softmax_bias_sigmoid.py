@@ -233,6 +233,19 @@ def test_cuda_small_tensors(channels, dtype):
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", CUDA_DTYPES, ids=str)
+def test_cuda_channels_split_over_programs(dtype):
+    """C beyond every single-pass tile of contiguous NCHW, which the split kernel serves: its tile
+    for rows on 16 bytes where the build has one (fp32: 64 positions a program, fp16: 32) on 16
+    positions and, in fp32, on 100, the second block partial; its unaligned tile on 15 positions
+    and on x one element off 16 bytes."""
+    for shape in ((2, 5000, 15), (1, 4500, 100), (2, 5000, 16)):
+        x, bias = make_inputs(shape, dtype, "cuda")
+        run_on_poisoned_memory(x, bias, 2.0)
+    run_on_poisoned_memory(misaligned(x), bias, -0.75)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", CUDA_DTYPES, ids=str)
 @pytest.mark.parametrize("channels", [16, 100, 128])
 def test_cuda_odd_rows_around_warp_steps(channels, dtype):
     """Odd NCHW rows, which the sector_stores tiles serve where the build has one for C: each warp

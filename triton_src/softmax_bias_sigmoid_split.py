@@ -17,19 +17,21 @@ launches on one stream:
 x is read twice, so a copy's time times 1.5 is the floor. Measured on the H100 (triton 3.6,
 tiles compiled the library's way): (4, 32768, 16, 16) fp32 1.71x of a copy, where the
 multi-pass kernel took 2.42x with a [512, 8] tile and 5.9x with the tuned one; bf16 2.36x
-(4.12x); (2, 32768, 32, 32) fp32 1.67x (2.14x). Of the tiles and chunks tried (chunks of 512,
-1024, 2048 channels; [32, 32], [64, 32] and [32, 64] tiles, 4 warps) [32, 32] with 1024 was
-best or within 5% of it in each case. In the library (4, 32768, 16, 16) fp32 ran 1.84x of a
-copy: 0.173 ms, against 0.558 ms before and 0.202 ms for torch.compile. For C = 4096 the
-single-pass tile stays faster (1.29x against 1.68x here), which is why this kernel only takes
-what no single-pass tile holds.
+(4.12x); (2, 32768, 32, 32) fp32 1.67x (2.14x). Of the tiles and chunks first tried (chunks of
+512, 1024, 2048 channels; [32, 32], [64, 32] and [32, 64] tiles, 4 warps) [32, 32] with 1024 was
+best or within 5% of it in each case; in the library (4, 32768, 16, 16) fp32 ran 1.84x of a
+copy, 0.173 ms, against 0.558 ms before and 0.202 ms for torch.compile. Tiles per dtype with
+rows promised on 16 bytes (TILES below) took it to 1.67x (0.158 ms), and bf16 from 2.57x to
+2.19x. For C = 4096 the single-pass tile stays faster (1.29x against 1.68x here), which is why
+this kernel only takes what no single-pass tile holds.
 
 This module is read at build time only (by triton_src/aot.py); nothing imports it at run time.
 """
 import triton
 import triton.language as tl
 
-from softmax_bias_sigmoid import LOG2E, _epilogue, _load_channels, _max_propagating_nan, _softmax_statistics
+from softmax_bias_sigmoid import (ELEMENT_BYTES, LOG2E, _epilogue, _load_channels, _max_propagating_nan,
+                                  _softmax_statistics)
 
 KERNEL_NAME = "softmax_bias_sigmoid_split"
 
@@ -54,10 +56,36 @@ DTYPES = ("fp32", "fp16", "bf16")
 STATISTICS = tl.constexpr(0)
 OUTPUT = tl.constexpr(1)
 
-# num_stages 3, as the JIT experiment that chose the tile compiled it (Triton's default there);
-# the compiled kernels use no shared memory beyond their reductions' 512 bytes.
-VARIANTS = [dict(PHASE=phase, CHANNELS_PER_SPLIT=1024, BLOCK_C=32, BLOCK_S=32, num_warps=4, num_stages=3)
+# Tiles by dtype, (ALIGNED, BLOCK_C, BLOCK_S, SWEEP_STAGES), the launcher taking the first whose
+# promise the call keeps. H100, / a copy, tiles compiled as aot.py compiles them, each dtype in
+# one run (do_bench, L2 cleared), 4x32768x16x16 (2x32768x32x32):
+# - fp32: [32, 32] unaligned 1.86x (1.79x); [32, 64] with rows on 16 bytes and 3 chunks of the
+#   statistics sweep prefetched into shared memory 1.68x (1.69x).
+# - fp16: [32, 32] unaligned 2.58x (2.46x), [64, 32] unaligned 2.66x (2.43x), [64, 32] aligned
+#   2.36x (2.42x).
+# - bf16: [32, 32] unaligned 2.58x, [64, 32] unaligned 2.22x, [64, 32] aligned 2.37x; prefetching
+#   chunks, or [32, 64], slower in both half types.
+TILES = {
+    "fp32": [(1, 32, 64, 3), (0, 32, 32, 1)],
+    "fp16": [(1, 64, 32, 1), (0, 32, 32, 1)],
+    "bf16": [(0, 64, 32, 1)],
+}
+
+# num_stages 3, as the JIT experiment that chose the tile compiled it (Triton's default there).
+VARIANTS = [dict(PHASE=phase, CHANNELS_PER_SPLIT=1024, ALIGNED=aligned, BLOCK_C=block_c, BLOCK_S=block_s,
+                 SWEEP_STAGES=stages, num_warps=4, num_stages=3, dtypes=(dtype,))
+            for dtype, tiles in TILES.items() for aligned, block_c, block_s, stages in tiles
             for phase in (STATISTICS.value, OUTPUT.value)]
+
+
+def multiples(variant: dict, dtype: str) -> dict:
+    """ALIGNED: x and out on 16 bytes, and each channel row of positions too (as the forward's
+    ALIGNED contiguous tiles promise), so that every access is 16 bytes wide."""
+    if not variant["ALIGNED"]:
+        return {}
+    elements = 16 // ELEMENT_BYTES[dtype]
+    return {"x_ptr": 16, "out_ptr": 16,
+            **{name: elements for name in ("num_positions", "x_stride_n", "x_stride_c", "out_stride_n")}}
 
 
 @triton.jit
@@ -94,7 +122,9 @@ def softmax_bias_sigmoid_split(
     x_stride_n, x_stride_c, out_stride_n,
     scale,
     PHASE: tl.constexpr, CHANNELS_PER_SPLIT: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr,
+    ALIGNED: tl.constexpr = 0, SWEEP_STAGES: tl.constexpr = 1,
 ):
+    # ALIGNED changes nothing here: it names the divisibility promises the variant is compiled with.
     # Programs run position block fastest, then chunk, then sample.
     pid = tl.program_id(0)
     block = pid % num_position_blocks
@@ -109,7 +139,7 @@ def softmax_bias_sigmoid_split(
     channel_offsets = tl.arange(0, BLOCK_C)
     if PHASE == STATISTICS:
         reference, inverse = _softmax_statistics(x_chunk, channel_offsets, chunk_channels, x_stride_c, s,
-                                                 position_mask, tl.int32, 0, BLOCK_C, BLOCK_S, 1)
+                                                 position_mask, tl.int32, 0, BLOCK_C, BLOCK_S, SWEEP_STAGES)
         row = statistics_ptr + (n * num_splits + split) * 2 * num_positions
         tl.store(row + s, reference, mask=position_mask)
         tl.store(row + num_positions + s, inverse, mask=position_mask)

@@ -131,6 +131,19 @@ bool multiple_of_16(int64_t value) { return value % 16 == 0; }
 
 bool aligned_16(const void* pointer) { return reinterpret_cast<uintptr_t>(pointer) % 16 == 0; }
 
+// Whether every count is a whole number of 16-byte vectors of `per_16_bytes` elements.
+bool elements_of_16_bytes(int64_t per_16_bytes, std::initializer_list<int64_t> counts) {
+  return std::all_of(counts.begin(), counts.end(),
+                     [per_16_bytes](int64_t count) { return count % per_16_bytes == 0; });
+}
+
+// The promise of the ALIGNED contiguous NCHW variants (triton_src: multiples): x and out on 16
+// bytes, and every channel row of positions starting on 16 bytes.
+bool nchw_rows_aligned(const at::Tensor& x, const at::Tensor& out, const ChannelView& v) {
+  return aligned_16(x.const_data_ptr()) && aligned_16(out.const_data_ptr()) &&
+         elements_of_16_bytes(16 / x.element_size(), {v.positions, v.x.n, v.x.c, v.out.n});
+}
+
 // The largest element offset inside one sample, for strides that are never negative.
 int64_t largest_offset(const ChannelView& v, const ChannelStrides& strides) {
   const int64_t outer_count = v.positions / v.inner_size;
@@ -332,16 +345,14 @@ c10::SmallVector<Flavour, 8> forward_flavours(const at::Tensor& x, const at::Ten
                                               const at::Tensor& out, const ChannelView& v) {
   c10::SmallVector<Flavour, 8> flavours;
   const bool pointers_aligned = aligned_16(x.const_data_ptr()) && aligned_16(out.const_data_ptr());
-  // The aligned variants' promise: rows that start on 16 bytes (triton_src: multiples).
   const int64_t per_16_bytes = 16 / x.element_size();
   const auto rows_of_16_bytes = [per_16_bytes](std::initializer_list<int64_t> elements) {
-    return std::all_of(elements.begin(), elements.end(),
-                       [per_16_bytes](int64_t count) { return count % per_16_bytes == 0; });
+    return elements_of_16_bytes(per_16_bytes, elements);
   };
   const bool small = offsets_fit_in_32_bits(v);
   const int64_t row_stride = channels_last_row_stride(v);
   if (small && positions_contiguous(v)) {
-    const bool aligned = pointers_aligned && rows_of_16_bytes({v.positions, v.x.n, v.x.c, v.out.n});
+    const bool aligned = nchw_rows_aligned(x, out, v);
     if (static_cast<int64_t>(x.nbytes()) <= kSmallTensorBytes && v.batch <= kMaxSamplesOnAxis1) {
       Flavour small_tensor{1, 0, 1, 32};
       small_tensor.small_tensor = 1;
@@ -386,22 +397,28 @@ struct SplitKernel {
   const Variant* output = nullptr;      // PHASE 1
 };
 
-// The split kernel of a dtype; nullptr where the build has none (float64 has none).
-const SplitKernel* split_kernel(const char* dtype_name) {
-  static const std::map<std::string, SplitKernel> by_dtype = [] {
-    std::map<std::string, SplitKernel> built;
+// The split kernel of a dtype, its ALIGNED tile where `aligned` and the build has one; nullptr
+// where the build has none (float64 has none).
+const SplitKernel* split_kernel(const char* dtype_name, bool aligned) {
+  static const std::map<std::pair<std::string, int64_t>, SplitKernel> by_dtype = [] {
+    std::map<std::pair<std::string, int64_t>, SplitKernel> built;
     const KernelTable& table = kernel_table();
     for (size_t i = 0; i < table.size; ++i) {
       const Variant& v = table.variants[i];
       if (std::strcmp(v.kernel, "softmax_bias_sigmoid_split") != 0) continue;
-      SplitKernel& entry = built[v.dtype];
+      SplitKernel& entry = built[{v.dtype, v.constexpr_value("ALIGNED")}];
       (v.constexpr_value("PHASE") == 0 ? entry.statistics : entry.output) = &v;
     }
     return built;
   }();
-  const auto found = by_dtype.find(dtype_name);
-  if (found == by_dtype.end() || !found->second.statistics || !found->second.output) return nullptr;
-  return &found->second;
+  for (const int64_t tile_aligned : {int64_t{1}, int64_t{0}}) {
+    if (tile_aligned && !aligned) continue;
+    const auto found = by_dtype.find({dtype_name, tile_aligned});
+    if (found != by_dtype.end() && found->second.statistics && found->second.output) {
+      return &found->second;
+    }
+  }
+  return nullptr;
 }
 
 // Both phases over the same grid: every (sample, chunk of C, block of positions).
@@ -479,7 +496,8 @@ at::Tensor run_forward_cuda(const at::Tensor& x, const at::Tensor& bias, double 
     // The multi-pass kernel gives one program every channel of its positions: too few programs
     // where C is this large. The split kernel spreads them (benchmarks/NOTES.md).
     if (flavour.contiguous && variant->constexpr_value("SINGLE_PASS") == 0) {
-      if (const SplitKernel* split = split_kernel(triton_dtype(input.scalar_type()))) {
+      if (const SplitKernel* split = split_kernel(triton_dtype(input.scalar_type()),
+                                                  nchw_rows_aligned(input, out, v))) {
         launch_split(*split, input, bias_flat, out, v, scale);
         return;
       }
