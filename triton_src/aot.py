@@ -13,12 +13,11 @@ launcher, which checks it on every call; a promise about a pointer must show up 
 accesses in the PTX, or the build fails. A module may also define ``unread_arguments(variant)``,
 the arguments of SIGNATURE the variant never reads: they are compiled as constants (None, so a
 variant that reads one fails to build), are not parameters of its kernel, and the launcher
-skips them. Each (variant, dtype, arch) is compiled
-with an explicit ``GPUTarget``, so no GPU or driver is needed, in
-parallel across cores. The output, ``BUILD_DIR/aot_kernels.cpp``, holds the cubins (and the
-PTX of the highest non-"a" arch, which any newer GPU can JIT) as byte arrays plus the table
-described in csrc/kernel_table.h. Everything the C++ launcher knows about a kernel (entry
-name, warps, shared memory, parameter list) is read here from the compiled kernel.
+skips them. Each (variant, dtype, arch) is compiled with an explicit ``GPUTarget``, so no GPU
+or driver is needed, in parallel across cores. The output, ``BUILD_DIR/aot_kernels.cpp``, holds
+the cubins (and the PTX of the highest non-"a" arch, which any newer GPU can JIT) as byte arrays
+plus the table described in csrc/kernel_table.h. Everything the C++ launcher knows about a
+kernel (entry name, warps, shared memory, parameter list) is read here from the compiled kernel.
 
 Runs with the build's Python; needs triton, never torch.
 """
