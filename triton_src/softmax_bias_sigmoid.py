@@ -512,8 +512,8 @@ def softmax_bias_sigmoid(
             e, inv_denominator, channel_max = _exp_and_inverse_sum(x)
             if BLOCK_C == 1:
                 # One channel, whose softmax exp2(0) / exp2(0) is 1 wherever x is finite and NaN
-                # elsewhere, as x - x + 1 is: the sigmoid is computed while x is loading, and
-                # only an add waits for it, to the bit the output of the general form (H100,
+                # elsewhere, as x - x + 1 is: the sigmoid is computed while x is loading and only
+                # an add waits for x, and the output is the general form's to the bit (H100,
                 # 16x1x64x64 fp32 per call in a CUDA graph: 1.390 against 1.422 us).
                 bias = _to_compute(tl.load(bias_ptr + channel_offsets, mask=channel_mask, other=0.0))
                 y = (x - x) + _sigmoid((1.0 + bias) * scale)[:, None]
