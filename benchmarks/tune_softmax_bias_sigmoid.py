@@ -45,6 +45,7 @@ import triton.testing
 
 ROOT = Path(__file__).resolve().parents[1]
 KERNEL_PATH = ROOT / "triton_src" / "softmax_bias_sigmoid.py"
+TUNING_NAME = "softmax_bias_sigmoid_tuning.json"
 TARGET_BYTES = 128 << 20
 BUCKETS = (4, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 CHANNELS_LAST_BUCKETS = BUCKETS + (8192, 16384, 32768)
@@ -303,15 +304,18 @@ def compile_only(job) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=KERNEL_PATH.with_name("softmax_bias_sigmoid_tuning.json"))
+    parser.add_argument("--out", type=Path, default=KERNEL_PATH.with_name(TUNING_NAME))
     parser.add_argument("--jobs", type=int, default=8, help="processes compiling candidates")
     parser.add_argument("--flavours", nargs="+", choices=sorted(FLAVOURS), default=list(FLAVOURS),
                         help="re-measure these, keep the table's (--out) entries of the others")
     args = parser.parse_args(argv)
+    flavours = set(args.flavours) | {rival for f in args.flavours for rival in RIVALS.get(f, ())}
+    if flavours != set(FLAVOURS) and not args.out.is_file():
+        parser.error(f"--flavours re-measures part of the table at --out, and {args.out} is not one: copy "
+                     f"{KERNEL_PATH.with_name(TUNING_NAME)} there first, or measure every flavour")
     if not torch.cuda.is_available():
         print("tune_softmax_bias_sigmoid: needs a CUDA GPU")
         return 2
-    flavours = set(args.flavours) | {rival for f in args.flavours for rival in RIVALS.get(f, ())}
     kept, earlier = [], None
     if flavours != set(FLAVOURS):
         earlier = json.loads(args.out.read_text())
