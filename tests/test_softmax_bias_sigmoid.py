@@ -352,8 +352,7 @@ spec.loader.exec_module(tuner)
 module = tuner.load_kernel_module()
 generator = torch.Generator().manual_seed(0)
 for flavour, (contiguous, channels_last, aligned, exact, sector) in tuner.FLAVOURS.items():
-    two_pass = tuner.spans(flavour) or not (channels_last or aligned or exact or sector
-                                           or flavour in tuner.SMALL_TENSOR_FLAVOURS)
+    two_pass = any(not single_pass for *_, single_pass, _ in tuner.jobs([flavour]))
     tiles = [(block_c, True) for block_c in (1, 4, 16)] + ([(16, False)] if two_pass else [])
     for block_c, single_pass in tiles:
         channels = 40 if not single_pass else block_c if exact else max(1, block_c - 3)
