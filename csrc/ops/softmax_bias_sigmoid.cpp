@@ -131,17 +131,21 @@ bool multiple_of_16(int64_t value) { return value % 16 == 0; }
 
 bool aligned_16(const void* pointer) { return reinterpret_cast<uintptr_t>(pointer) % 16 == 0; }
 
-// Whether every count is a whole number of 16-byte vectors of `per_16_bytes` elements.
-bool elements_of_16_bytes(int64_t per_16_bytes, std::initializer_list<int64_t> counts) {
+// Whether every count of x's elements is a whole number of 16-byte vectors.
+bool whole_16_byte_vectors(const at::Tensor& x, std::initializer_list<int64_t> counts) {
+  const int64_t per_vector = 16 / x.element_size();
   return std::all_of(counts.begin(), counts.end(),
-                     [per_16_bytes](int64_t count) { return count % per_16_bytes == 0; });
+                     [per_vector](int64_t count) { return count % per_vector == 0; });
+}
+
+bool both_aligned_16(const at::Tensor& x, const at::Tensor& out) {
+  return aligned_16(x.const_data_ptr()) && aligned_16(out.const_data_ptr());
 }
 
 // The promise of the ALIGNED contiguous NCHW variants (triton_src: multiples): x and out on 16
 // bytes, and every channel row of positions starting on 16 bytes.
 bool nchw_rows_aligned(const at::Tensor& x, const at::Tensor& out, const ChannelView& v) {
-  return aligned_16(x.const_data_ptr()) && aligned_16(out.const_data_ptr()) &&
-         elements_of_16_bytes(16 / x.element_size(), {v.positions, v.x.n, v.x.c, v.out.n});
+  return both_aligned_16(x, out) && whole_16_byte_vectors(x, {v.positions, v.x.n, v.x.c, v.out.n});
 }
 
 // The largest element offset inside one sample, for strides that are never negative.
@@ -344,11 +348,7 @@ constexpr int64_t kMaxSamplesOnAxis1 = 65535;
 c10::SmallVector<Flavour, 8> forward_flavours(const at::Tensor& x, const at::Tensor& bias_flat,
                                               const at::Tensor& out, const ChannelView& v) {
   c10::SmallVector<Flavour, 8> flavours;
-  const bool pointers_aligned = aligned_16(x.const_data_ptr()) && aligned_16(out.const_data_ptr());
-  const int64_t per_16_bytes = 16 / x.element_size();
-  const auto rows_of_16_bytes = [per_16_bytes](std::initializer_list<int64_t> elements) {
-    return elements_of_16_bytes(per_16_bytes, elements);
-  };
+  const bool pointers_aligned = both_aligned_16(x, out);
   const bool small = offsets_fit_in_32_bits(v);
   const int64_t row_stride = channels_last_row_stride(v);
   if (small && positions_contiguous(v)) {
@@ -367,7 +367,7 @@ c10::SmallVector<Flavour, 8> forward_flavours(const at::Tensor& x, const at::Ten
     flavours.push_back({1, 0, 0, 32});
   } else if (row_stride > 0 && fits_in_32_bits(v.batch * v.positions * row_stride)) {
     if (pointers_aligned && aligned_16(bias_flat.const_data_ptr()) &&
-        rows_of_16_bytes({v.channels, row_stride})) {
+        whole_16_byte_vectors(x, {v.channels, row_stride})) {
       flavours.push_back({0, 1, 1, 32});
     }
     flavours.push_back({0, 1, 0, 32});
@@ -375,7 +375,7 @@ c10::SmallVector<Flavour, 8> forward_flavours(const at::Tensor& x, const at::Ten
   if (small && out_positions_contiguous(v)) {
     if (v.x.inner == 2) {
       if (pointers_aligned &&
-          rows_of_16_bytes({v.positions, v.inner_size, v.x.n, v.x.c, v.x.outer, v.out.n, v.out.c}) &&
+          whole_16_byte_vectors(x, {v.positions, v.inner_size, v.x.n, v.x.c, v.x.outer, v.out.n, v.out.c}) &&
           whole_spans_readable(x, v)) {
         flavours.push_back(
             {0, 0, /*aligned=*/1, 32, /*channels_by_16=*/0, /*out_contiguous=*/1, /*inner_stride_2=*/1});
@@ -411,14 +411,13 @@ const SplitKernel* split_kernel(const char* dtype_name, bool aligned) {
     }
     return built;
   }();
-  for (const int64_t tile_aligned : {int64_t{1}, int64_t{0}}) {
-    if (tile_aligned && !aligned) continue;
+  const auto complete = [&](int64_t tile_aligned) -> const SplitKernel* {
     const auto found = by_dtype.find({dtype_name, tile_aligned});
-    if (found != by_dtype.end() && found->second.statistics && found->second.output) {
-      return &found->second;
-    }
-  }
-  return nullptr;
+    const bool both_phases = found != by_dtype.end() && found->second.statistics && found->second.output;
+    return both_phases ? &found->second : nullptr;
+  };
+  const SplitKernel* aligned_tile = aligned ? complete(1) : nullptr;
+  return aligned_tile ? aligned_tile : complete(0);
 }
 
 // Both phases over the same grid: every (sample, chunk of C, block of positions).
