@@ -23,6 +23,7 @@ SHAPES = [
     (2, 3, 1, 1),        # 1x1 spatial
     (2, 128, 17, 19),    # the workload's C
     (20, 128, 17, 19),   # the same past the small-tensor tiles (over 1 MB): whole-sector stores
+    (400, 3, 16, 32),    # rows on 16 bytes, few channels, past the small-tensor tiles: 4-channel tile
     (2, 1025, 3, 5),     # just past the widest single-pass tile: two-pass
     (1, 4100, 2, 3),     # two-pass with a partial last chunk
     (1, 16, 2049),       # rank 3, a partial last block of positions

@@ -212,6 +212,17 @@ def test_cuda_channels_filling_a_tile(channels, dtype):
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", CUDA_DTYPES, ids=str)
+@pytest.mark.parametrize("channels", [1, 2, 3, 4, 5, 8, 9])
+def test_cuda_few_channels_on_aligned_rows(channels, dtype):
+    """NCHW rows on 16 bytes with fewer channels than 16, past the small-tensor tiles: the
+    aligned tiles of 1 to 8 channels, C equal to their BLOCK_C and between, and 9, which takes
+    the 16-channel tile."""
+    x, bias = make_inputs(past_small_tensors((2, channels, 16, 32), dtype), dtype, "cuda")
+    run_on_poisoned_memory(x, bias, 2.0)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", CUDA_DTYPES, ids=str)
 @pytest.mark.parametrize("channels", [1, 2, 3, 5, 8, 17, 100, 128, 256, 257])
 def test_cuda_small_tensors(channels, dtype):
     """Contiguous NCHW x of at most 1 MB, which the small-tensor tiles serve where the build has
