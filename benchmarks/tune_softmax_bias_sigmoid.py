@@ -52,7 +52,7 @@ BUCKETS = (4, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 # ran in the 16-channel tile, 2 to 4 times slower than one that fits C (H100, per call in a
 # graph: 16x3x256x256 fp32 19.2 us against 5.9 for [4, 4096] x 8, torch.compile 10.1; 16x4x128x128
 # 6.7 against 3.0, torch.compile 5.4).
-ALIGNED_NCHW_BUCKETS = (1, 2, 4, 8) + BUCKETS[1:]
+ALIGNED_NCHW_BUCKETS = (1, 2, 4, 8) + tuple(bucket for bucket in BUCKETS if bucket > 8)
 CHANNELS_LAST_BUCKETS = BUCKETS + (8192, 16384, 32768)
 TWO_PASS_TILES = ((64, 64, 4), (128, 32, 4), (128, 16, 4), (256, 16, 4), (512, 8, 8))
 TWO_PASS_CHANNELS = 8192
