@@ -30,8 +30,8 @@ This module is read at build time only (by triton_src/aot.py); nothing imports i
 import triton
 import triton.language as tl
 
-from softmax_bias_sigmoid import (ELEMENT_BYTES, LOG2E, _epilogue, _load_channels, _max_propagating_nan,
-                                  _softmax_statistics)
+from softmax_bias_sigmoid import LOG2E, _epilogue, _load_channels, _max_propagating_nan, _softmax_statistics
+from softmax_bias_sigmoid import multiples as tail_multiples
 
 KERNEL_NAME = "softmax_bias_sigmoid_split"
 
@@ -79,13 +79,9 @@ VARIANTS = [dict(PHASE=phase, CHANNELS_PER_SPLIT=1024, ALIGNED=aligned, BLOCK_C=
 
 
 def multiples(variant: dict, dtype: str) -> dict:
-    """ALIGNED: x and out on 16 bytes, and each channel row of positions too (as the forward's
-    ALIGNED contiguous tiles promise), so that every access is 16 bytes wide."""
-    if not variant["ALIGNED"]:
-        return {}
-    elements = 16 // ELEMENT_BYTES[dtype]
-    return {"x_ptr": 16, "out_ptr": 16,
-            **{name: elements for name in ("num_positions", "x_stride_n", "x_stride_c", "out_stride_n")}}
+    """ALIGNED: the promise of the tail kernel's ALIGNED contiguous tiles (x and out on 16 bytes,
+    and each channel row of positions too), which the launcher checks for both in one place."""
+    return tail_multiples({"ALIGNED": variant["ALIGNED"], "CONTIGUOUS": 1}, dtype)
 
 
 @triton.jit
