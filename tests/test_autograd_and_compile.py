@@ -1,7 +1,8 @@
 """Training with fused::softmax_bias_sigmoid, and the PyTorch 2 stack: the fused backward
 (fused::softmax_bias_sigmoid_backward, reached through the op's C++ Autograd kernel) against
-float64 autograd of the reference formula, gradcheck, opcheck, torch.compile, torch.export and
-AOTInductor, on the CPU and on CUDA. The C++ TorchScript path is in test_cpp_loader.py."""
+float64 autograd of the reference formula, gradcheck, opcheck; and ModelNew (the fused layer,
+whose backward runs the tail's) through torch.compile, torch.export and AOTInductor, on the CPU
+and on CUDA. The C++ TorchScript path is in test_cpp_loader.py."""
 import copy
 
 import pytest
@@ -327,19 +328,19 @@ def test_compile_fullgraph_trains_like_eager(device):
 
 # AotEagerAndRecordGraphs, torch's own testing backend, trips this warning of torch's.
 @pytest.mark.filterwarnings("ignore:Your compiler for AOTAutograd is returning a function")
-@pytest.mark.parametrize("device, forward_op_name", [
-    ("cpu", "fused.softmax_bias_sigmoid.default"),
-    pytest.param("cuda", "fused.softmax_bias_sigmoid_forward.default", marks=pytest.mark.cuda)])
-def test_compile_uses_the_fused_backward(device, forward_op_name):
-    """AOTAutograd traces the C++ Autograd kernel: the forward graph calls the fused op (and no
-    softmax), on CUDA its form that saves the softmax statistics for the contiguous conv output;
-    the backward graph the fused backward."""
+@pytest.mark.parametrize("device", DEVICES)
+def test_compile_uses_the_fused_backward(device):
+    """AOTAutograd traces the C++ Autograd kernels: the forward graph is the fused layer alone
+    (no convolution, no softmax); the backward graph recomputes the convolution and runs the
+    tail's fused backward."""
     eager, twin = models(device)
     backend = torch._dynamo.testing.AotEagerAndRecordGraphs()
     assert_same_training(torch.compile(twin, backend=backend, fullgraph=True), eager,
                          torch.randn(2, *INPUT_SIZE, device=device))
     (forward,), (backward,) = backend.fw_graphs, backend.bw_graphs
-    assert forward_op_name + "(" in forward.code and "softmax.default" not in forward.code
+    assert "fused.conv_transpose2d_softmax_bias_sigmoid.default(" in forward.code
+    assert "convolution" not in forward.code and "softmax" not in forward.code.replace(
+        "conv_transpose2d_softmax_bias_sigmoid", "")
     assert "fused.softmax_bias_sigmoid_backward.default" in backward.code
     assert "_softmax" not in backward.code
 
@@ -369,7 +370,8 @@ def export(model, device):
     batch = torch.export.Dim("batch", min=2)
     x = torch.randn(2, *INPUT_SIZE, device=device)
     program = torch.export.export(model.eval(), (x,), dynamic_shapes={"x": {0: batch}})
-    assert any(node.target is op for node in program.graph.nodes), program.graph
+    fused_layer = torch.ops.fused.conv_transpose2d_softmax_bias_sigmoid.default
+    assert any(node.target is fused_layer for node in program.graph.nodes), program.graph
     return program
 
 
@@ -379,9 +381,6 @@ def test_export_runs_and_matches(device):
     exported = export(twin, device).module()
     for batch in (2, 3):
         x = torch.randn(batch, *INPUT_SIZE, device=device)
-        # With gradients enabled ModelNew runs what the exported graph holds, the convolution
-        # and the fused tail (under no_grad it would take the fused-convolution kernel, whose
-        # TF32 rounding differs from cuDNN's).
         expected = eager(x).detach()
         with torch.no_grad():
             torch.testing.assert_close(exported(x), expected, rtol=0, atol=1e-6)
@@ -394,9 +393,6 @@ def test_aoti_package_runs_and_matches(device, tmp_path):
     loaded = torch._inductor.aoti_load_package(path)
     for batch in (2, 3):
         x = torch.randn(batch, *INPUT_SIZE, device=device)
-        # With gradients enabled ModelNew runs what the exported graph holds, the convolution
-        # and the fused tail (under no_grad it would take the fused-convolution kernel, whose
-        # TF32 rounding differs from cuDNN's).
         expected = eager(x).detach()
         with torch.no_grad():
             torch.testing.assert_close(loaded(x), expected, rtol=0, atol=1e-6)

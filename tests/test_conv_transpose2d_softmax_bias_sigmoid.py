@@ -1,5 +1,6 @@
 """fused::conv_transpose2d_softmax_bias_sigmoid against a float64 reference (ATen's transposed
-convolution in float64, then the softmax tail), on the CPU, on CUDA, and through ModelNew."""
+convolution in float64, then the softmax tail), on the CPU, on CUDA, and through ModelNew: its
+outputs, and its gradients in x, weight, conv_bias and bias."""
 import importlib.metadata
 import importlib.util
 import os
@@ -16,6 +17,7 @@ from conftest import poison_cuda_allocator
 
 op = torch.ops.fused.conv_transpose2d_softmax_bias_sigmoid.default
 REPO = Path(__file__).resolve().parents[1]
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
 
 # (batch, C_in, H, W, C_out, kernel, stride, padding, output_padding); an int means (v, v).
 WORKLOAD_CONFIG = (2, 64, 64, 64, 128, 4, 2, 1, 1)  # the workload's layer at batch 2
@@ -50,11 +52,17 @@ def geometry(config):
     return tuple(pair(v) for v in config[6:9])
 
 
+def reference_formula(x, weight, conv_bias, bias, stride, padding, output_padding, scale):
+    """The op's definition from plain ATen ops (differentiable)."""
+    y = F.conv_transpose2d(x, weight, conv_bias, stride, padding, output_padding)
+    return torch.sigmoid((torch.softmax(y, dim=1) + bias.reshape(1, -1, 1, 1)) * scale)
+
+
 def reference(x, weight, conv_bias, bias, stride, padding, output_padding, scale, device="cpu"):
-    """The op's definition in float64, from plain ATen ops."""
+    """The op's definition in float64."""
     as64 = lambda t: None if t is None else t.detach().to(device, torch.float64)  # noqa: E731
-    y = F.conv_transpose2d(as64(x), as64(weight), as64(conv_bias), stride, padding, output_padding)
-    return torch.sigmoid((torch.softmax(y, dim=1) + as64(bias).reshape(1, -1, 1, 1)) * scale)
+    return reference_formula(as64(x), as64(weight), as64(conv_bias), as64(bias), stride, padding,
+                             output_padding, scale)
 
 
 def max_error(out, expected):
@@ -96,10 +104,13 @@ def test_meta_shapes_match_cpu():
         assert meta.stride() == expected.stride() and meta.dtype == expected.dtype
 
 
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
-def test_opcheck(device):
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_opcheck(device, requires_grad):
+    """Every default check of torch.library.opcheck: schema, autograd registration, fake
+    tensors, and AOTAutograd with dynamic shapes (which runs the backward when grads are on)."""
     config = CONFIGS[0]
-    x, weight, cb, bias = make_inputs(config, device=device)
+    x, weight, cb, bias = (t.requires_grad_(requires_grad) for t in make_inputs(config, device=device))
     torch.library.opcheck(op, (x, weight, cb, bias, *geometry(config), 2.0))
     torch.library.opcheck(op, (x, weight, None, bias.flatten(), [1, 1], [0, 0], [0, 0], -1.0))
 
@@ -154,7 +165,7 @@ def test_library_keeps_the_variant_order():
 
 def test_triton_kernel_math_in_the_interpreter():
     """The Triton kernel itself, run by Triton's CPU interpreter through the benchmark's JIT
-    launcher (the same tilings and grids as the C++ launcher), on tiny shapes of every tiling."""
+    launcher (the same grids as the C++ launcher), on tiny shapes of every tiling."""
     if importlib.util.find_spec("triton") is None:
         pytest.skip("triton is not installed")
     triton_version = tuple(int(part) for part in importlib.metadata.version("triton").split(".")[:2])
@@ -172,7 +183,7 @@ def test_triton_kernel_math_in_the_interpreter():
         "for config in CONFIGS:\n"
         "    x, w, cb, b = make_inputs(config, generator=g)\n"
         "    for cbias in (cb, None):\n"
-        "        out = bench.jit_forward(x, w, cbias, b, *geometry(config), -1.5, paired=tiny, single=tiny)\n"
+        "        out = bench.jit_forward(x, w, cbias, b, *geometry(config), -1.5, config=tiny)\n"
         "        error = max_error(out, reference(x, w, cbias, b, *geometry(config), -1.5))\n"
         "        assert error < 1e-5, (config, error)\n"
         "print('ok')\n"
@@ -204,15 +215,19 @@ def test_cuda_workload_layer():
 
 
 @pytest.mark.cuda
-def test_cuda_workload_layer_runs_the_fused_kernel():
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_cuda_workload_layer_runs_the_fused_kernel(requires_grad):
     """The right answer could also come from the fallback (ATen's convolution and the tail):
-    the profiler shows that the workload's configuration runs the fused kernel."""
+    the profiler shows that the workload's configuration runs the fused kernel and its weight
+    rearrangement, and nothing else, with or without parameters that require grad."""
     x, weight, cb, bias = make_inputs(WORKLOAD_CONFIG, torch.float32, "cuda")
-    op(x, weight, cb, bias, *geometry(WORKLOAD_CONFIG), 2.0)  # loads the image outside the profile
+    weight.requires_grad_(requires_grad)
+    op(x, weight, cb, bias, *geometry(WORKLOAD_CONFIG), 2.0)  # loads the images outside the profile
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as profile:
         op(x, weight, cb, bias, *geometry(WORKLOAD_CONFIG), 2.0)
         torch.cuda.synchronize()
-    kernels = {event.name for event in profile.events()}
+    kernels = {event.name for event in profile.events() if event.device_type == torch.autograd.DeviceType.CUDA}
+    assert all(name.startswith("conv_transpose2d_") for name in kernels), kernels
     assert any(name.startswith("conv_transpose2d_softmax_bias_sigmoid") for name in kernels), kernels
 
 
@@ -266,6 +281,93 @@ def test_cuda_runs_on_the_current_stream():
         out = op(x, weight, cb, bias, *geometry(WORKLOAD_CONFIG), 2.0)
     stream.synchronize()
     assert max_error(out, expected) <= CUDA_TOLERANCE
+
+
+# --- gradients ---------------------------------------------------------------------------
+# (batch, C_in, H, W, C_out, kernel, stride, padding, output_padding), small enough for gradcheck.
+GRAD_CONFIGS = [
+    (1, 3, 4, 4, 5, 4, 2, 1, 1),                      # the workload's geometry
+    (2, 2, 3, 5, 3, 3, 2, 1, 0),                      # kernel not a multiple of the stride
+    (1, 2, 3, 3, 4, (3, 2), (3, 1), (1, 0), (2, 0)),  # different strides per axis
+]
+
+
+def with_grads(tensors):
+    return [None if t is None else t.detach().requires_grad_() for t in tensors]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("config", GRAD_CONFIGS, ids=str)
+@pytest.mark.parametrize("conv_bias", [True, False])
+def test_gradcheck_float64(device, config, conv_bias):
+    x, weight, cb, bias = with_grads(make_inputs(config, torch.float64, device, conv_bias))
+    inputs = (x, weight, bias) + ((cb,) if conv_bias else ())
+    assert torch.autograd.gradcheck(
+        lambda x, w, b, cb=None: op(x, w, cb, b, *geometry(config), -1.5), inputs)
+
+
+def reference_gradients(config, x, weight, cb, bias, grad_out, scale):
+    """Gradients of the float64 reference on the CPU, in the order x, weight, conv_bias, bias."""
+    leaves = with_grads([None if t is None else t.detach().cpu().double() for t in (x, weight, cb, bias)])
+    reference_formula(*leaves, *geometry(config), scale).backward(grad_out.detach().cpu().double())
+    return [None if t is None else t.grad for t in leaves]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("config", CONFIGS[:4] + [(2, 16, 12, 12, 64, 4, 2, 1, 1)], ids=str)
+def test_gradients_match_reference(device, config):
+    """float32 on CUDA runs the fused kernel forward and TF32 convolutions backward, as Model
+    does by default: each gradient within 2e-3 of its largest reference element."""
+    x, weight, cb, bias = with_grads(make_inputs(config, torch.float32, device))
+    out = op(x, weight, cb, bias, *geometry(config), 2.0)
+    grad_out = torch.randn_like(out)
+    out.backward(grad_out)
+    expected = reference_gradients(config, x, weight, cb, bias, grad_out, 2.0)
+    relative = 1e-5 if device == "cpu" else 2e-3
+    for name, leaf, want in zip(("x", "weight", "conv_bias", "bias"), (x, weight, cb, bias), expected):
+        assert leaf.grad is not None and leaf.grad.shape == leaf.shape, name
+        error = max_error(leaf.grad, want.to(leaf.device))
+        assert error <= relative * want.abs().max().item(), (name, error)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_gradients_only_where_wanted(device):
+    """Grads for the inputs that require them; a frozen weight is never written."""
+    config = GRAD_CONFIGS[0]
+    x, weight, cb, bias = make_inputs(config, torch.float32, device)
+    bias.requires_grad_()
+    op(x, weight, cb, bias, *geometry(config), 2.0).sum().backward()
+    assert bias.grad is not None and x.grad is None and weight.grad is None and cb.grad is None
+    with torch.no_grad():
+        assert op(x, weight, cb, bias, *geometry(config), 2.0).grad_fn is None
+
+
+def test_double_backward_is_refused_by_name():
+    config = GRAD_CONFIGS[0]
+    x, weight, cb, bias = with_grads(make_inputs(config, torch.float64))
+    (grad_x,) = torch.autograd.grad(op(x, weight, cb, bias, *geometry(config), 2.0).sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="second derivative of fused::softmax_bias_sigmoid is not implemented"):
+        grad_x.sum().backward()
+
+
+@pytest.mark.cuda
+def test_cuda_workload_layer_gradients_match_model():
+    """The workload's layer at batch 2: ModelNew's gradients against Model's (both TF32 on CUDA),
+    relative error of each gradient's norm within 1e-3."""
+    torch.manual_seed(0)
+    model = fused_ops.Model(*MODEL_ARGS).cuda()
+    model_new = fused_ops.ModelNew(*MODEL_ARGS).cuda()
+    model_new.load_state_dict(model.state_dict())
+    x = torch.rand(2, 64, 64, 64, device="cuda", requires_grad=True)
+    x_new = x.detach().clone().requires_grad_()
+    grad_out = torch.randn(2, 128, 129, 129, device="cuda")
+    model(x).backward(grad_out)
+    model_new(x_new).backward(grad_out)
+    pairs = [("x", x_new.grad, x.grad)] + [
+        (name, p.grad, dict(model.named_parameters())[name].grad) for name, p in model_new.named_parameters()]
+    for name, got, want in pairs:
+        relative = ((got - want).norm() / want.norm()).item()
+        assert relative <= 1e-3, (name, relative)
 
 
 # --- ModelNew ------------------------------------------------------------------------------

@@ -67,3 +67,26 @@ def test_model_new_matches_model(device):
 def test_model_new_rejects_bias_that_is_not_per_channel(bias_shape):
     with pytest.raises(ValueError, match="one value per channel"):
         fused_ops.ModelNew(8, 16, 4, 2, 1, 1, bias_shape, 2.0)
+
+
+@pytest.mark.parametrize("scale, error, message", [
+    ("2", TypeError, "tensor; got str '2'"),
+    (None, TypeError, "tensor; got NoneType"),
+    (True, TypeError, "tensor; got bool"),
+    (torch.tensor([1.0, 2.0]), ValueError, r"real tensor; got a torch.float32 tensor of shape \(2,\)"),
+])
+def test_wrappers_name_a_bad_scale(scale, error, message):
+    x, b = torch.randn(2, 3, 4, 4), torch.randn(3)
+    with pytest.raises(error, match="^softmax_bias_sigmoid: scale must be a real number or a one-element " + message):
+        fused_ops.softmax_bias_sigmoid(x, b, scale)
+    w = torch.randn(3, 3, 2, 2)
+    with pytest.raises(error, match="^conv_transpose2d_softmax_bias_sigmoid: scale must be a real number or a "
+                                    "one-element " + message):
+        fused_ops.conv_transpose2d_softmax_bias_sigmoid(x, w, None, b, 1, 0, 0, scale)
+
+
+def test_wrappers_take_a_one_element_tensor_or_any_real_scale():
+    x, b = torch.randn(2, 3, 4, 4), torch.randn(3)
+    expected = fused_ops.softmax_bias_sigmoid(x, b, 2.0)
+    for scale in (torch.tensor(2.0), torch.tensor([[2]]), 2):
+        torch.testing.assert_close(fused_ops.softmax_bias_sigmoid(x, b, scale), expected, rtol=0, atol=0)

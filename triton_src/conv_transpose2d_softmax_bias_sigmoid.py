@@ -1,32 +1,27 @@
 """out = sigmoid((softmax(conv_transpose2d(x, weight, conv_bias), dim=1) + bias) * scale), in one
 pass: the convolution's output never leaves registers.
 
-The transposed convolution runs as an implicit GEMM over output phases. Output row oh receives
-input row ih through kernel row kh exactly when oh = ih * stride - pad + kh, so all rows of one
-phase r = (oh + pad) % stride use the kernel rows kh = r + stride * t (t < taps = ceil(K / stride))
-with ih = (oh + pad) // stride - t; columns likewise. Each phase is a small dense convolution, so no
-work is spent on the zeros a strided transposed convolution inserts. This holds for any stride,
-padding and kernel size (dilation 1, groups 1); where K is not a multiple of the stride, the
-launcher zero-pads the kernel to taps * stride. The launcher rearranges the weight once per call
-into `weight_ptr`: [stride_h * stride_w phases (r_h, r_w)][C_out][taps_h * taps_w taps (t_h, t_w)]
-[C_in], so that the GEMM's B operand, [C_in chunk, C_out], is contiguous along K.
+The transposed convolution runs as an implicit GEMM over output phases. Output row oh takes input
+row ih through kernel row kh exactly when oh + pad = ih * stride + kh. Writing oh + pad =
+stride * mh + r (r the row phase), the contributing kernel rows are kh = r + stride * t for
+t < taps = ceil(K / stride), with ih = mh - t. Each phase is a small dense convolution, so no work
+is spent on the zeros a strided transposed convolution inserts; columns likewise (m, r_w, t_w).
+The launcher rearranges the weight once per call into `weight_ptr`: [phase (r_h, r_w)][C_out]
+[tap (t_h, t_w)][C_in], zero-padded to taps * stride rows and columns, so that each GEMM's B
+operand is contiguous along K.
 
-A program owns BLOCK_M output positions of one sample and all C_out channels (BLOCK_N >= C_out):
-GEMM M = positions, N = channels, K = taps x C_in in BLOCK_K chunks, fp32 operands on TF32
-tensor cores as PyTorch's own convolution does by default. The epilogue adds conv_bias, takes the
-softmax over the channels of each position, adds bias, scales and applies the sigmoid, then stores.
+A program owns BLOCK_M positions (mh, m) of one row phase of one sample, flattened over that
+phase's rows, and all C_out channels (BLOCK_N >= C_out). GEMM M = positions, N = channels,
+K = taps x C_in in BLOCK_K chunks, fp32 operands on TF32 tensor cores as PyTorch's own convolution
+does by default. The input element of tap (t_h, t_w) is x[mh - t_h, m - t_w] whatever the column
+phase, so with W_PHASES = 2 (stride_w == 2) one A tile feeds both column phases' GEMMs and the
+program stores both: 2 * BLOCK_M outputs a row segment, contiguous in NCHW. With W_PHASES = 1
+(any stride) a program owns one (row, column) phase.
 
-Two tilings (PAIRED):
-- PAIRED=1, stride_w == 2: a program owns BLOCK_M column pairs (2j, 2j + 1) of one output row,
-  accumulates both column phases (two GEMMs sharing the row's phase) and interleaves them, so
-  each channel's 2 * BLOCK_M outputs are stored as one contiguous NCHW run. It covers whole
-  pairs, output columns [col_start, col_end) with col_end - col_start even.
-- PAIRED=0, any stride: a program owns BLOCK_M positions of one phase (oh0, ow0) of the output,
-  flattened over that phase's rows and its columns in [col_start, col_end); stores are strided.
-  It serves general strides, and the last column of an odd-width output after a PAIRED launch.
-
-BREAKDOWN is 0 in every built variant; the benchmark compiles 1 (store the convolution, conv_bias
-added, without the softmax tail: the main loop's cost) and 2 (skip the main loop: the epilogue's).
+The epilogue adds conv_bias, takes the softmax over the channels of each position, adds bias,
+scales, applies the sigmoid and stores. BREAKDOWN is 0 in every built variant; the benchmark
+compiles 1 (store the convolution plus conv_bias, no softmax tail: the main loop's cost) and
+2 (skip the main loop: the epilogue's).
 
 This module is read at build time only (by triton_src/aot.py); nothing imports it at run time.
 """
@@ -55,19 +50,18 @@ SIGNATURE = {
     "pad_w": "i32",
     "taps_h": "i32",
     "taps_w": "i32",
-    "col_start": "i32",
-    "col_end": "i32",
+    "groups": "i32",
     "tiles_per_group": "i32",
-    "tiles_per_sample": "i32",
     "scale": "fp32",
 }
 
 DTYPES = ("fp32",)
 
 
-def variant(paired, block_m, block_n, block_k, num_warps, num_stages, aligned=False, breakdown=0):
-    return dict(PAIRED=int(paired), ALIGNED=int(aligned), BLOCK_M=block_m, BLOCK_N=block_n,
-                BLOCK_K=block_k, BREAKDOWN=breakdown, num_warps=num_warps, num_stages=num_stages)
+def variant(w_phases, block_m, block_k, num_warps, num_stages, aligned=False, block_n=128, breakdown=0):
+    return dict(W_PHASES=w_phases, ALIGNED=int(aligned),
+                BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, BREAKDOWN=breakdown,
+                num_warps=num_warps, num_stages=num_stages)
 
 
 def multiples(variant: dict, dtype: str) -> dict:
@@ -80,40 +74,22 @@ def multiples(variant: dict, dtype: str) -> dict:
                                   "out_channels")}
 
 
-# The launcher takes, for each tiling, the first variant (in this order) that the call's
-# alignment allows, whose BLOCK_N holds C_out and whose image fits the GPU's shared memory per
-# block. PAIRED: 64 column pairs, 8 warps, four stages of 16-channel chunks: the fastest of 19
-# tiles swept on the H100 (benchmarks/bench_conv_transpose2d_softmax_bias_sigmoid.py: 1.86 ms,
-# against 2.09 to 4.1 ms for 32 or 128 pairs, 32- or 64-channel chunks, 2 to 4 stages). Its
-# 96 KB of shared memory on sm_90 fits the RTX 4090's 99 KB per block too (aot.py checks).
-# Two stages for a GPU with less shared memory. The per-phase tile (general strides, the odd
-# last column): 128 positions, 32-channel chunks, three stages (2.08 ms alone on the workload).
+# The launcher takes the first variant (in this order) with the call's W_PHASES that its alignment
+# allows, whose BLOCK_N holds C_out and whose image fits the GPU's shared memory per block.
+# 64 positions of two column phases, 4 warps (one warpgroup), three stages of 16-channel chunks:
+# the fastest of 24 tiles swept on the H100 (benchmarks/results/). Its two 64 x 128 fp32
+# accumulators take 244 registers a thread, so two programs share an SM and one's epilogue
+# overlaps the other's main loop. Its shared memory (60 KB for sm_90's wgmma pipeline, 40 KB as
+# sm_89 compiles it) fits the RTX 4090's 99 KB per block (aot.py checks), and its 244 registers
+# allow two 128-thread programs an SM there too, so sm_89 builds the same tile.
 VARIANTS = [
-    variant(paired=True, block_m=64, block_n=128, block_k=16, num_warps=8, num_stages=4, aligned=True),
-    variant(paired=True, block_m=64, block_n=128, block_k=16, num_warps=8, num_stages=4),
-    variant(paired=True, block_m=64, block_n=128, block_k=16, num_warps=8, num_stages=2),
-    variant(paired=False, block_m=128, block_n=128, block_k=32, num_warps=8, num_stages=3, aligned=True),
-    variant(paired=False, block_m=128, block_n=128, block_k=32, num_warps=8, num_stages=3),
+    variant(w_phases=2, block_m=64, block_k=16, num_warps=4, num_stages=3, aligned=True),
+    variant(w_phases=2, block_m=64, block_k=16, num_warps=4, num_stages=3),
+    variant(w_phases=1, block_m=64, block_k=16, num_warps=4, num_stages=3),
 ]
 
 # exp(v) = exp2(v * log2(e)): exp2 is the hardware instruction.
 LOG2E = tl.constexpr(1.4426950408889634)
-
-
-@triton.jit
-def _load_x(x_sample, ci, ci_mask, ih, iw, in_height, in_width, valid):
-    """The A operand: x at input positions (ih, iw) [BLOCK_M] and channels ci [BLOCK_K]; zero where
-    the position falls outside the input (those taps do not contribute)."""
-    inside = valid & (ih >= 0) & (ih < in_height) & (iw >= 0) & (iw < in_width)
-    offsets = ci[None, :] * (in_height * in_width) + (ih * in_width + iw)[:, None]
-    return tl.load(x_sample + offsets, mask=inside[:, None] & ci_mask[None, :], other=0.0)
-
-
-@triton.jit
-def _load_weight(w_phase, ci, ci_mask, co, co_mask, tap, in_channels, row_length):
-    """The B operand: [BLOCK_K input channels, BLOCK_N output channels] of one tap of one phase."""
-    offsets = co[None, :] * row_length + (tap * in_channels + ci)[:, None]
-    return tl.load(w_phase + offsets, mask=ci_mask[:, None] & co_mask[None, :], other=0.0)
 
 
 @triton.jit
@@ -128,57 +104,52 @@ def _softmax_bias_sigmoid(acc, conv_bias_log2, bias_term, neg_scale_log2):
 
 
 @triton.jit
+def _phase_range(pad, phase_first, phase_last, stride, out_size):
+    """The first phase index q (out = stride * q + r - pad) at which one of the phases r in
+    [phase_first, phase_last] lands inside [0, out_size), and how many such q follow in a row.
+    Numerators stay non-negative, so integer division is floor division."""
+    lo = (pad - phase_last + 2 * stride - 1) // stride - 1
+    hi = (out_size - 1 + pad - phase_first + stride) // stride
+    return lo, tl.maximum(hi - lo, 0)
+
+
+@triton.jit
 def conv_transpose2d_softmax_bias_sigmoid(
     x_ptr, weight_ptr, conv_bias_ptr, bias_ptr, out_ptr,
     in_channels, in_height, in_width, out_channels, out_height, out_width,
     stride_h, stride_w, pad_h, pad_w, taps_h, taps_w,
-    col_start, col_end, tiles_per_group, tiles_per_sample,
+    groups, tiles_per_group,
     scale,
-    PAIRED: tl.constexpr, ALIGNED: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    BLOCK_K: tl.constexpr, BREAKDOWN: tl.constexpr,
+    W_PHASES: tl.constexpr, ALIGNED: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BREAKDOWN: tl.constexpr,
 ):
     pid = tl.program_id(0)
-    n = pid // tiles_per_sample
-    group = (pid % tiles_per_sample) // tiles_per_group
     tile = pid % tiles_per_group
-    x_sample = x_ptr + n.to(tl.int64) * in_channels * in_height * in_width
+    group = (pid // tiles_per_group) % groups
+    n = pid // (tiles_per_group * groups)
+    if W_PHASES == 2:
+        r_h = group
+        r_w = 0
+    else:
+        r_h = group // stride_w
+        r_w = group % stride_w
+    row_lo, rows = _phase_range(pad_h, r_h, r_h, stride_h, out_height)
+    col_lo, cols = _phase_range(pad_w, r_w, r_w + W_PHASES - 1, stride_w, out_width)
+
+    in_plane = in_height * in_width
+    x_sample = x_ptr + n.to(tl.int64) * in_channels * in_plane
     out_plane = out_height * out_width
     out_sample = out_ptr + n.to(tl.int64) * out_channels * out_plane
     row_length = taps_h * taps_w * in_channels
     phase_size = out_channels * row_length
+    w_phase0 = weight_ptr + (r_h * stride_w + r_w) * phase_size
+    w_phase1 = w_phase0 + phase_size
 
-    rows = tl.arange(0, BLOCK_M)
-    if PAIRED:
-        # group = the output row; column pair j holds output columns col_start + 2j and + 2j + 1.
-        oh = group
-        ih_base = (oh + pad_h) // stride_h
-        w_row = weight_ptr + ((oh + pad_h) % stride_h) * 2 * phase_size
-        j = tile * BLOCK_M + rows
-        ow0 = col_start + 2 * j
-        valid = ow0 < col_end
-        iw_base0 = (ow0 + pad_w) // 2
-        iw_base1 = (ow0 + 1 + pad_w) // 2
-        w_phase0 = w_row + ((col_start + pad_w) % 2) * phase_size
-        w_phase1 = w_row + ((col_start + 1 + pad_w) % 2) * phase_size
-        ih = ih_base
-    else:
-        # group = the phase (first output row oh0, first output column ow0 of the phase).
-        oh0 = group // stride_w
-        ow0_phase = group % stride_w
-        phase_rows = tl.cdiv(out_height - oh0, stride_h)
-        first_col = tl.cdiv(col_start - ow0_phase, stride_w)
-        phase_cols = tl.maximum(tl.cdiv(col_end - ow0_phase, stride_w) - first_col, 0)
-        m = tile * BLOCK_M + rows
-        i = m // tl.maximum(phase_cols, 1)
-        jj = first_col + m - i * phase_cols
-        valid = m < phase_rows * phase_cols
-        oh = oh0 + stride_h * i
-        ow0 = ow0_phase + stride_w * jj
-        ih = (oh + pad_h) // stride_h
-        iw_base0 = (ow0 + pad_w) // stride_w
-        w_phase0 = weight_ptr + (((oh0 + pad_h) % stride_h) * stride_w
-                                 + (ow0_phase + pad_w) % stride_w) * phase_size
-        ih_base = ih
+    f = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    valid = f < rows * cols
+    i = f // tl.maximum(cols, 1)
+    mh = row_lo + i
+    m = col_lo + f - i * cols
 
     co = tl.arange(0, BLOCK_N)
     co_mask = co < out_channels
@@ -192,16 +163,18 @@ def conv_transpose2d_softmax_bias_sigmoid(
             ci_mask = ci < in_channels
             t_h = tap // taps_w
             t_w = tap - t_h * taps_w
-            ih = ih_base - t_h
-            a0 = _load_x(x_sample, ci, ci_mask, ih, iw_base0 - t_w, in_height, in_width, valid)
-            b0 = _load_weight(w_phase0, ci, ci_mask, co, co_mask, tap, in_channels, row_length)
-            acc0 = tl.dot(a0, b0, acc0, input_precision="tf32")
-            if PAIRED:
-                a1 = _load_x(x_sample, ci, ci_mask, ih, iw_base1 - t_w, in_height, in_width,
-                             valid)
-                b1 = _load_weight(w_phase1, ci, ci_mask, co, co_mask, tap, in_channels,
-                                  row_length)
-                acc1 = tl.dot(a1, b1, acc1, input_precision="tf32")
+            ih = mh - t_h
+            iw = m - t_w
+            inside = valid & (ih >= 0) & (ih < in_height) & (iw >= 0) & (iw < in_width)
+            x_offsets = ci[None, :] * in_plane + (ih * in_width + iw)[:, None]
+            a = tl.load(x_sample + x_offsets, mask=inside[:, None] & ci_mask[None, :], other=0.0)
+            w_offsets = co[None, :] * row_length + (tap * in_channels + ci)[:, None]
+            w_mask = ci_mask[:, None] & co_mask[None, :]
+            acc0 = tl.dot(a, tl.load(w_phase0 + w_offsets, mask=w_mask, other=0.0), acc0,
+                          input_precision="tf32")
+            if W_PHASES == 2:
+                acc1 = tl.dot(a, tl.load(w_phase1 + w_offsets, mask=w_mask, other=0.0), acc1,
+                              input_precision="tf32")
 
     conv_bias = tl.load(conv_bias_ptr + co, mask=co_mask, other=-float("inf")).to(tl.float32)
     if BREAKDOWN == 1:
@@ -211,16 +184,24 @@ def conv_transpose2d_softmax_bias_sigmoid(
         neg_scale_log2 = -scale * LOG2E
         bias_term = tl.load(bias_ptr + co, mask=co_mask, other=0.0).to(tl.float32) * neg_scale_log2
         y0 = _softmax_bias_sigmoid(acc0, conv_bias * LOG2E, bias_term, neg_scale_log2)
-        y1 = _softmax_bias_sigmoid(acc1, conv_bias * LOG2E, bias_term, neg_scale_log2)
+        if W_PHASES == 2:
+            y1 = _softmax_bias_sigmoid(acc1, conv_bias * LOG2E, bias_term, neg_scale_log2)
 
-    if PAIRED:
-        # [BLOCK_N, 2 * BLOCK_M]: channel rows of contiguous output columns.
+    if W_PHASES == 2:
+        # [BLOCK_N, 2 * BLOCK_M]: column q holds position q // 2 in column phase q % 2, so each
+        # channel's outputs of one input row are one contiguous NCHW run.
         y = tl.interleave(tl.trans(y0), tl.trans(y1))
-        ow = col_start + 2 * tile * BLOCK_M + tl.arange(0, 2 * BLOCK_M)
+        q = tl.arange(0, 2 * BLOCK_M)
+        fq = tile * BLOCK_M + q // 2
+        iq = fq // tl.maximum(cols, 1)
+        oh = stride_h * (row_lo + iq) + r_h - pad_h
+        ow = 2 * (col_lo + fq - iq * cols) + q % 2 - pad_w
         offsets = co[:, None] * out_plane + (oh * out_width + ow)[None, :]
-        mask = co_mask[:, None] & (ow < col_end)[None, :]
+        mask = co_mask[:, None] & ((fq < rows * cols) & (ow >= 0) & (ow < out_width))[None, :]
     else:
         y = y0
-        offsets = co[None, :] * out_plane + (oh * out_width + ow0)[:, None]
+        oh = stride_h * mh + r_h - pad_h
+        ow = stride_w * m + r_w - pad_w
+        offsets = co[None, :] * out_plane + (oh * out_width + ow)[:, None]
         mask = valid[:, None] & co_mask[None, :]
     tl.store(out_sample + offsets, y.to(out_ptr.dtype.element_ty), mask=mask)

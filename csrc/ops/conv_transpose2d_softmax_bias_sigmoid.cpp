@@ -9,14 +9,18 @@
 // (128), and 32-bit offsets within one sample. Elsewhere, and on the CPU, it runs ATen's
 // convolution followed by fused::softmax_bias_sigmoid. Either way the output is a contiguous
 // NCHW tensor of x's dtype.
+// Differentiable in x, weight, conv_bias and bias (the Autograd kernel at the end).
 
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/autograd.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <array>
 #include <limits>
 #include <optional>
+#include <tuple>
 #include <vector>
 
 #ifdef FUSED_OPS_WITH_CUDA
@@ -139,10 +143,10 @@ constexpr const char* kKernel = "conv_transpose2d_softmax_bias_sigmoid";
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// The first variant of the tiling (table order) that the call's alignment allows (ALIGNED ones
-// only where `aligned`), whose channel tile holds C_out and whose image on this device fits its
-// shared memory per block; nullptr if none does.
-const Variant* choose_variant(bool paired, bool aligned, int64_t out_channels, int device) {
+// The first variant (table order) with `w_phases` column phases a program, that the call's
+// alignment allows (ALIGNED ones only where `aligned`), whose channel tile holds C_out and whose
+// image on this device fits its shared memory per block; nullptr if none does.
+const Variant* choose_variant(int64_t w_phases, bool aligned, int64_t out_channels, int device) {
   int shared_limit = 0;
   C10_CUDA_CHECK(
       cudaDeviceGetAttribute(&shared_limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
@@ -150,7 +154,7 @@ const Variant* choose_variant(bool paired, bool aligned, int64_t out_channels, i
   for (size_t i = 0; i < table.size; ++i) {
     const Variant& candidate = table.variants[i];
     if (std::strcmp(candidate.kernel, kKernel) == 0 &&
-        candidate.constexpr_value("PAIRED") == static_cast<int64_t>(paired) &&
+        candidate.constexpr_value("W_PHASES") == w_phases &&
         (aligned || candidate.constexpr_value("ALIGNED") == 0) &&
         candidate.constexpr_value("BLOCK_N") >= out_channels &&
         image_for(candidate, device).shared_bytes <= shared_limit) {
@@ -176,6 +180,14 @@ at::Tensor phase_weight(const at::Tensor& weight, int64_t taps_h, int64_t taps_w
       .contiguous();
 }
 
+// The output positions o = stride * q + r - pad of the phases r in [first, last] that lie in
+// [0, out_size): how many q they span. The kernel's _phase_range, for the grid.
+int64_t phase_count(int64_t pad, int64_t first, int64_t last, int64_t stride, int64_t out_size) {
+  const int64_t lo = (pad - last + 2 * stride - 1) / stride - 1;
+  const int64_t hi = (out_size - 1 + pad - first + stride) / stride;
+  return std::max<int64_t>(hi - lo, 0);
+}
+
 at::Tensor conv_transpose2d_softmax_bias_sigmoid_cuda(
     const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& conv_bias,
     const at::Tensor& bias, at::IntArrayRef stride, at::IntArrayRef padding,
@@ -192,10 +204,8 @@ at::Tensor conv_transpose2d_softmax_bias_sigmoid_cuda(
   constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
   const bool offsets_fit = in_channels * in_height * in_width <= kInt32Max &&
                            out_channels * out_height * out_width <= kInt32Max &&
-                           out_channels * taps_h * taps_w * in_channels <= kInt32Max;
-  // stride_w == 2: both column phases from one program, stored as contiguous rows; the last
-  // column of an odd-width output, and every other stride, go to the per-phase tiling.
-  const bool paired = stride[1] == 2;
+                           stride[0] * stride[1] * out_channels * taps_h * taps_w * in_channels <=
+                               kInt32Max;
   // The kernel's convolution is TF32, as ATen's is unless TF32 is turned off for cuDNN.
   const bool tf32 = at::globalContext().allowTF32CuDNN();
   if (x.scalar_type() != at::kFloat || !tf32 || !offsets_fit) {
@@ -208,67 +218,143 @@ at::Tensor conv_transpose2d_softmax_bias_sigmoid_cuda(
   const bool aligned = aligned_16(input) && aligned_16(weights) && aligned_16(out) &&
                        in_channels % 16 == 0 && in_height % 16 == 0 && in_width % 16 == 0 &&
                        out_channels % 16 == 0;
-  const Variant* paired_variant =
-      paired ? choose_variant(true, aligned, out_channels, device) : nullptr;
-  const Variant* single_variant = choose_variant(false, aligned, out_channels, device);
-  if (single_variant == nullptr || (paired && paired_variant == nullptr)) {
+  // stride_w == 2: a program computes both column phases from one input tile and stores
+  // contiguous row segments; any other stride, one phase a program.
+  const int64_t w_phases = stride[1] == 2 ? 2 : 1;
+  const Variant* variant = choose_variant(w_phases, aligned, out_channels, device);
+  if (variant == nullptr) {
     return unfused(x, weight, conv_bias, bias, stride, padding, output_padding, scale);
   }
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device).stream();
+
   const at::Tensor conv_bias_flat =
       conv_bias ? conv_bias->reshape({-1}).contiguous() : at::zeros({out_channels}, x.options());
   const at::Tensor bias_flat = bias.reshape({-1}).contiguous();
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device).stream();
-
-  // Output columns [col_start, col_end) as `groups` groups of `tiles` tiles per sample.
-  auto run = [&](const Variant& variant, int64_t col_start, int64_t col_end, int64_t groups,
-                 int64_t tiles) {
-    const uint32_t programs = grid_size(batch * groups * tiles, kOp, x);
-    LaunchArgs args(variant);
-    args.pointer(input.const_data_ptr())
-        .pointer(weights.const_data_ptr())
-        .pointer(conv_bias_flat.const_data_ptr())
-        .pointer(bias_flat.const_data_ptr())
-        .pointer(out.mutable_data_ptr())
-        .integer(in_channels).integer(in_height).integer(in_width)
-        .integer(out_channels).integer(out_height).integer(out_width)
-        .integer(stride[0]).integer(stride[1]).integer(padding[0]).integer(padding[1])
-        .integer(taps_h).integer(taps_w)
-        .integer(col_start).integer(col_end)
-        .integer(tiles).integer(groups * tiles)
-        .real(kernel_scale(x.scalar_type(), scale));
-    launch(args, programs, device, stream);
-  };
-
-  int64_t col_start = 0;
-  if (paired) {
-    const int64_t pairs = out_width / 2;
-    if (pairs > 0) {
-      const int64_t block_m = paired_variant->constexpr_value("BLOCK_M");
-      run(*paired_variant, 0, 2 * pairs, out_height, ceil_div(pairs, block_m));
-    }
-    col_start = 2 * pairs;
+  // One group per row phase (with both column phases) or per phase; each with the tiles of its
+  // largest member.
+  const int64_t groups = w_phases == 2 ? stride[0] : stride[0] * stride[1];
+  int64_t most_positions = 0;
+  for (int64_t group = 0; group < groups; ++group) {
+    const int64_t r_h = w_phases == 2 ? group : group / stride[1];
+    const int64_t r_w = w_phases == 2 ? 0 : group % stride[1];
+    const int64_t rows = phase_count(padding[0], r_h, r_h, stride[0], out_height);
+    const int64_t cols = phase_count(padding[1], r_w, r_w + w_phases - 1, stride[1], out_width);
+    most_positions = std::max(most_positions, rows * cols);
   }
-  if (col_start < out_width) {
-    // One group per phase, each with the tiles of its largest member.
-    int64_t most_positions = 0;
-    for (int64_t oh0 = 0; oh0 < stride[0]; ++oh0) {
-      for (int64_t ow0 = 0; ow0 < stride[1]; ++ow0) {
-        const int64_t rows = ceil_div(out_height - oh0, stride[0]);
-        const int64_t first_col = ow0 >= col_start ? 0 : ceil_div(col_start - ow0, stride[1]);
-        const int64_t cols = std::max<int64_t>(ceil_div(out_width - ow0, stride[1]) - first_col, 0);
-        most_positions = std::max(most_positions, rows * cols);
-      }
-    }
-    const int64_t block_m = single_variant->constexpr_value("BLOCK_M");
-    run(*single_variant, col_start, out_width, stride[0] * stride[1],
-        ceil_div(most_positions, block_m));
-  }
+  const int64_t tiles = ceil_div(most_positions, variant->constexpr_value("BLOCK_M"));
+  LaunchArgs args(*variant);
+  args.pointer(input.const_data_ptr())
+      .pointer(weights.const_data_ptr())
+      .pointer(conv_bias_flat.const_data_ptr())
+      .pointer(bias_flat.const_data_ptr())
+      .pointer(out.mutable_data_ptr())
+      .integer(in_channels).integer(in_height).integer(in_width)
+      .integer(out_channels).integer(out_height).integer(out_width)
+      .integer(stride[0]).integer(stride[1]).integer(padding[0]).integer(padding[1])
+      .integer(taps_h).integer(taps_w)
+      .integer(groups).integer(tiles)
+      .real(kernel_scale(x.scalar_type(), scale));
+  launch(args, grid_size(batch * groups * tiles, kOp, x), device, stream);
   return out;
 }
 
 #endif  // FUSED_OPS_WITH_CUDA
 
+// --- Autograd ----------------------------------------------------------------------------------
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+using OptionalTensor = std::optional<at::Tensor>;
+
+at::Tensor call_op(const at::Tensor& x, const at::Tensor& weight, const OptionalTensor& conv_bias,
+                   const at::Tensor& bias, at::IntArrayRef stride, at::IntArrayRef padding,
+                   at::IntArrayRef output_padding, double scale) {
+  static const auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow(kOp, "")
+          .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const OptionalTensor&,
+                            const at::Tensor&, at::IntArrayRef, at::IntArrayRef, at::IntArrayRef,
+                            double)>();
+  return op.call(x, weight, conv_bias, bias, stride, padding, output_padding, scale);
+}
+
+std::tuple<at::Tensor, at::Tensor> call_tail_backward(const at::Tensor& grad_out, const at::Tensor& y,
+                                                      const at::Tensor& bias, double scale) {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("fused::softmax_bias_sigmoid_backward", "")
+                             .typed<std::tuple<at::Tensor, at::Tensor>(
+                                 const at::Tensor&, const at::Tensor&, const at::Tensor&, double,
+                                 const OptionalTensor&)>();
+  return op.call(grad_out, y, bias, scale, std::nullopt);
+}
+
+// Saves the inputs, never the convolution's output (as large as the op's own): the backward
+// recomputes it with ATen's convolution, runs the tail's fused backward on it, and frees it
+// before ATen's convolution backward.
+class ConvTranspose2dSoftmaxBiasSigmoidFunction
+    : public torch::autograd::Function<ConvTranspose2dSoftmaxBiasSigmoidFunction> {
+ public:
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight,
+                            const OptionalTensor& conv_bias, const at::Tensor& bias,
+                            at::IntArrayRef stride, at::IntArrayRef padding,
+                            at::IntArrayRef output_padding, double scale) {
+    const at::AutoDispatchBelowADInplaceOrView below_autograd;
+    ctx->save_for_backward({x, weight, conv_bias.value_or(at::Tensor()), bias});
+    ctx->saved_data["stride"] = stride.vec();
+    ctx->saved_data["padding"] = padding.vec();
+    ctx->saved_data["output_padding"] = output_padding.vec();
+    ctx->saved_data["scale"] = scale;
+    return call_op(x, weight, conv_bias, bias, stride, padding, output_padding, scale);
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    const variable_list saved = ctx->get_saved_variables();
+    const at::Tensor &x = saved[0], &weight = saved[1], &bias = saved[3];
+    const OptionalTensor conv_bias = saved[2].defined() ? OptionalTensor(saved[2]) : std::nullopt;
+    const std::vector<int64_t> stride = ctx->saved_data["stride"].toIntVector();
+    const std::vector<int64_t> padding = ctx->saved_data["padding"].toIntVector();
+    const std::vector<int64_t> output_padding = ctx->saved_data["output_padding"].toIntVector();
+    at::Tensor y = at::conv_transpose2d(x, weight, conv_bias, stride, padding, output_padding,
+                                        /*groups=*/1, /*dilation=*/1);
+    auto [grad_y, grad_bias] =
+        call_tail_backward(grad_outputs[0], y, bias, ctx->saved_data["scale"].toDouble());
+    y.reset();
+    const std::array<bool, 3> wanted{ctx->needs_input_grad(0), ctx->needs_input_grad(1),
+                                     conv_bias.has_value() && ctx->needs_input_grad(2)};
+    at::Tensor grad_x, grad_weight, grad_conv_bias;
+    if (wanted[0] || wanted[1] || wanted[2]) {
+      const std::vector<int64_t> bias_sizes{weight.size(1)};
+      std::tie(grad_x, grad_weight, grad_conv_bias) = at::convolution_backward(
+          grad_y, x, weight,
+          conv_bias ? at::OptionalIntArrayRef(bias_sizes) : at::OptionalIntArrayRef(),
+          stride, padding, /*dilation=*/{1, 1}, /*transposed=*/true, output_padding,
+          /*groups=*/1, wanted);
+    }
+    return {grad_x,       grad_weight,  grad_conv_bias, grad_bias,
+            at::Tensor(), at::Tensor(), at::Tensor(),   at::Tensor()};
+  }
+};
+
+at::Tensor conv_transpose2d_softmax_bias_sigmoid_autograd(
+    const at::Tensor& x, const at::Tensor& weight, const OptionalTensor& conv_bias,
+    const at::Tensor& bias, at::IntArrayRef stride, at::IntArrayRef padding,
+    at::IntArrayRef output_padding, double scale) {
+  const bool wants_grad =
+      x.requires_grad() || weight.requires_grad() || bias.requires_grad() ||
+      (conv_bias.has_value() && conv_bias->requires_grad());
+  if (at::GradMode::is_enabled() && wants_grad) {
+    return ConvTranspose2dSoftmaxBiasSigmoidFunction::apply(x, weight, conv_bias, bias, stride,
+                                                            padding, output_padding, scale);
+  }
+  const at::AutoDispatchBelowADInplaceOrView below_autograd;
+  return call_op(x, weight, conv_bias, bias, stride, padding, output_padding, scale);
+}
+
 }  // namespace
+
+TORCH_LIBRARY_IMPL(fused, Autograd, m) {
+  m.impl("conv_transpose2d_softmax_bias_sigmoid", &conv_transpose2d_softmax_bias_sigmoid_autograd);
+}
 
 TORCH_LIBRARY_IMPL(fused, Meta, m) {
   m.impl("conv_transpose2d_softmax_bias_sigmoid", &conv_transpose2d_softmax_bias_sigmoid_meta);

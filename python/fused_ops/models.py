@@ -28,10 +28,10 @@ class Model(nn.Module):
 
 
 class ModelNew(Model):
-    """Drop-in for :class:`Model`: same constructor, parameters and state dict. Where no gradient
-    is needed, the whole forward is one op (``torch.ops.fused.conv_transpose2d_softmax_bias_sigmoid``:
-    one kernel on CUDA where it applies); otherwise the convolution, then the softmax, bias,
-    scale and sigmoid as one differentiable op (``torch.ops.fused.softmax_bias_sigmoid``).
+    """Drop-in for :class:`Model`: same constructor, parameters and state dict. The whole forward
+    is one differentiable op, ``torch.ops.fused.conv_transpose2d_softmax_bias_sigmoid``: one
+    kernel on CUDA where it applies, with or without gradients; its backward recomputes the
+    convolution rather than keeping its output.
 
     Scriptable and traceable: ``torch.jit.script(ModelNew(...))`` saves a module that loads in
     any process, Python or C++, that has loaded the op library.
@@ -54,10 +54,6 @@ class ModelNew(Model):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         conv = self.conv_transpose
-        conv_bias = conv.bias
-        if torch.is_grad_enabled() and (x.requires_grad or self.bias.requires_grad or conv.weight.requires_grad
-                                        or (conv_bias is not None and conv_bias.requires_grad)):
-            return torch.ops.fused.softmax_bias_sigmoid(conv(x), self.bias, self.scaling_factor)
         return torch.ops.fused.conv_transpose2d_softmax_bias_sigmoid(
-            x, conv.weight, conv_bias, self.bias, conv.stride, conv.padding, conv.output_padding,
+            x, conv.weight, conv.bias, self.bias, conv.stride, conv.padding, conv.output_padding,
             self.scaling_factor)

@@ -6,7 +6,22 @@ that Python and C++ users (TorchScript, AOTInductor) see the same shapes, gradie
 """
 from __future__ import annotations
 
+import numbers
+
 import torch
+
+
+def _scale(op: str, scale) -> float:
+    """scale as the float the op's schema takes: a real number, or a one-element tensor."""
+    if isinstance(scale, torch.Tensor):
+        if scale.numel() != 1 or scale.is_complex():
+            raise ValueError(f"{op}: scale must be a real number or a one-element real tensor; got a "
+                             f"{scale.dtype} tensor of shape {tuple(scale.shape)}")
+        return float(scale.item())
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
+        raise TypeError(f"{op}: scale must be a real number or a one-element tensor; got "
+                        f"{type(scale).__name__} {scale!r}")
+    return float(scale)
 
 
 def softmax_bias_sigmoid(x: torch.Tensor, bias: torch.Tensor, scale: float) -> torch.Tensor:
@@ -14,11 +29,12 @@ def softmax_bias_sigmoid(x: torch.Tensor, bias: torch.Tensor, scale: float) -> t
 
     x: (N, C, *spatial), float32, float16, bfloat16 or float64, any strides.
     bias: C values of x's dtype and device, e.g. shape (C,) or (C, 1, 1).
-    scale: a Python float. Returns a tensor of x's shape, dtype and memory format.
+    scale: a real number (or a one-element tensor). Returns a tensor of x's shape, dtype and
+    memory format.
     Differentiable in x and bias, by a fused kernel that recomputes the softmax from x
     (``torch.ops.fused.softmax_bias_sigmoid_backward``); not twice differentiable.
     """
-    return torch.ops.fused.softmax_bias_sigmoid(x, bias, float(scale))
+    return torch.ops.fused.softmax_bias_sigmoid(x, bias, _scale("softmax_bias_sigmoid", scale))
 
 
 def conv_transpose2d_softmax_bias_sigmoid(x: torch.Tensor, weight: torch.Tensor,
@@ -33,11 +49,14 @@ def conv_transpose2d_softmax_bias_sigmoid(x: torch.Tensor, weight: torch.Tensor,
     all of one dtype and device. On CUDA, float32 runs as one kernel with a TF32 convolution (as
     PyTorch's own does by default) where C_out <= 128; elsewhere, and on the CPU, as ATen's
     convolution followed by the fused tail. Returns a contiguous (N, C_out, H_out, W_out) tensor.
-    Not differentiable: use the convolution and :func:`softmax_bias_sigmoid` for training.
+    Differentiable in x, weight, conv_bias and bias: the backward recomputes the convolution
+    (ATen's), runs the tail's fused backward and then ATen's convolution backward; it keeps no
+    activation beyond the inputs. Not twice differentiable.
     """
     pair = torch.nn.modules.utils._pair
     return torch.ops.fused.conv_transpose2d_softmax_bias_sigmoid(
-        x, weight, conv_bias, bias, pair(stride), pair(padding), pair(output_padding), float(scale))
+        x, weight, conv_bias, bias, pair(stride), pair(padding), pair(output_padding),
+        _scale("conv_transpose2d_softmax_bias_sigmoid", scale))
 
 
 def kernel_images(device: torch.device | str = "cpu") -> list[str]:
