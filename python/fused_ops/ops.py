@@ -18,7 +18,7 @@ def _scale(op: str, scale) -> float:
             raise ValueError(f"{op}: scale must be a real number or a one-element real tensor; got a "
                              f"{scale.dtype} tensor of shape {tuple(scale.shape)}")
         return float(scale.item())
-    if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
+    if isinstance(scale, bool) or not isinstance(scale, (numbers.Real, torch.SymFloat, torch.SymInt)):
         raise TypeError(f"{op}: scale must be a real number or a one-element tensor; got "
                         f"{type(scale).__name__} {scale!r}")
     return float(scale)
