@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -25,33 +26,28 @@ INPUT_SHAPE = (2, 4, 5, 6)
 TOLERANCE = 1e-5
 
 
-def cuda_toolkit_root():
-    """torch's CMake config looks for the toolkit above the first nvcc on PATH, which a wrapper
-    script there (as in /usr/local/bin) misleads; name the toolkit when one is known."""
-    for root in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
-        if root and (Path(root) / "bin" / "nvcc").exists():
-            return root
-    return None
-
-
 def cmake(*args):
     result = subprocess.run(["cmake", *args], capture_output=True, text=True)
     assert result.returncode == 0, f"cmake {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
 
 
 @pytest.fixture(scope="session")
-def run_scripted_model(tmp_path_factory):
-    """The run_scripted_model of one CMake build, shared by every test of the session."""
-    build = tmp_path_factory.mktemp("cmake_build")
+def run_scripted_model():
+    """The run_scripted_model of one CMake build, shared by every test of the session. The build
+    (hundreds of MB, mostly the embedded kernels' source) is deleted afterwards; its kernels come
+    from the compiled-kernel cache that the pip build filled."""
+    with tempfile.TemporaryDirectory(prefix="fused_ops_cmake_") as folder:
+        yield build_run_scripted_model(Path(folder))
+
+
+def build_run_scripted_model(build):
     configure = ["-S", str(REPO), "-B", str(build), f"-DPython_EXECUTABLE={sys.executable}"]
     ninja = shutil.which("ninja")
     if ninja:
         configure += ["-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={ninja}"]
     if torch.version.cuda:
-        # One arch keeps the Triton compilation short.
+        # One arch keeps the Triton compilation short where the kernel cache misses.
         configure.append("-DFUSED_OPS_ARCHS=89")
-        if toolkit := cuda_toolkit_root():
-            configure.append(f"-DCUDA_TOOLKIT_ROOT_DIR={toolkit}")
     cmake(*configure)
     cmake("--build", str(build), "--parallel", str(os.cpu_count() or 1))
     return build / "run_scripted_model"
@@ -120,3 +116,13 @@ def test_cpp_loader_fails_on_wrong_expected_output(run_scripted_model, tmp_path)
 
     assert result.returncode == 1, result.stdout + result.stderr
     assert reported_error(result.stdout) == pytest.approx(off_by, rel=1e-3)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
+def test_cpp_loader_names_the_missing_gpu(run_scripted_model, tmp_path):
+    model_path, input_path, expected_path, _, _ = export(tmp_path, "cpu")
+
+    result = run(run_scripted_model, model_path, input_path, expected_path, "cuda")
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "no usable CUDA GPU" in result.stderr and "run with cpu" in result.stderr, result.stderr

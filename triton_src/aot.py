@@ -25,8 +25,13 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import hashlib
+import importlib.metadata
 import importlib.util
 import os
+import pickle
+import shutil
+import tempfile
 import re
 import sys
 import time
@@ -36,6 +41,13 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 DEFAULT_ARCHS = (80, 86, 89, 90)
 ARCHS_ENV = "FUSED_OPS_ARCHS"
+CACHE_ENV = "FUSED_OPS_KERNEL_CACHE"
+# pip's editable installs and wheels build in fresh temporary folders, CMake in its own: the
+# cache lives beside the sources so that every build of this checkout shares it.
+DEFAULT_CACHE = HERE.parent / "build" / "kernel-cache"
+CACHED_SOURCE_STATES = 3  # folders of other triton_src contents kept, most recently used first
+# Rough compile time of one kernel on one core, for the estimate printed before a build.
+SECONDS_PER_KERNEL = 0.7
 # Shared memory one block may use, by arch, where it is below what Triton assumes: sm_86 and
 # sm_89 (the RTX 4090) allow 99 KB. A variant over it would compile and then fail to launch.
 SHARED_LIMIT = {86: 99 * 1024, 89: 99 * 1024}
@@ -72,6 +84,54 @@ class Compiled:
     arguments: list  # per SIGNATURE argument, (kind, its index among params or -1 where unread)
     cubin: bytes
     ptx: bytes | None
+
+
+class KernelCache:
+    """Compiled kernels on disk, keyed by content: every file in triton_src (the kernels, their
+    tile tables and this compiler), the job (kernel, dtype, variant, arch, PTX or not) and the
+    versions of Triton and torch. A rebuild whose kernels did not change compiles nothing."""
+
+    def __init__(self, root: Path):
+        digest = hashlib.sha256()
+        for path in sorted(HERE.iterdir()):
+            if path.suffix in (".py", ".json"):
+                digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+        for package in ("triton", "torch"):
+            try:
+                digest.update(f"{package}={importlib.metadata.version(package)}\0".encode())
+            except importlib.metadata.PackageNotFoundError:
+                digest.update(f"{package}=none\0".encode())
+        digest.update(f"line_info_off={os.environ.get('TRITON_DISABLE_LINE_INFO')}\0".encode())
+        self.root = root
+        self.folder = root / digest.hexdigest()[:24]
+
+    def _path(self, job: Job) -> Path:
+        key = repr((Path(job.module_path).name, job.kernel, job.dtype, job.variant, job.arch, job.want_ptx))
+        return self.folder / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.pickle"
+
+    def load(self, job: Job) -> Compiled | None:
+        try:
+            fields = pickle.loads(self._path(job).read_bytes())
+        except (OSError, pickle.UnpicklingError, EOFError):
+            return None
+        return Compiled(job=job, **fields)
+
+    def store(self, result: Compiled) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fields = {k: v for k, v in vars(result).items() if k != "job"}
+        path = self._path(result.job)
+        staged = path.with_suffix(f".{os.getpid()}.tmp")
+        staged.write_bytes(pickle.dumps(fields))
+        staged.replace(path)  # atomic: a concurrent build never reads half a file
+
+    def prune(self) -> None:
+        """Keeps this build's folder and the few most recently used others."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.folder.touch()
+        others = sorted((p for p in self.root.iterdir() if p.is_dir() and p != self.folder),
+                        key=lambda p: p.stat().st_mtime, reverse=True)
+        for stale in others[CACHED_SOURCE_STATES - 1:]:
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def parse_archs(text: str) -> list[int]:
@@ -206,12 +266,20 @@ def compile_job(job: Job) -> Compiled:
                     compiled.asm["cubin"], ptx.encode() + b"\0" if job.want_ptx else None)
 
 
-def byte_array(name: str, data: bytes) -> str:
-    rows = [",".join(str(b) for b in data[i:i + 40]) for i in range(0, len(data), 40)]
-    return f"alignas(16) const unsigned char {name}[{len(data)}] = {{\n" + ",\n".join(rows) + "\n};\n"
+def embed(name: str, path: Path, data: bytes) -> str:
+    """The bytes of `path` as the array `name`, by the assembler's .incbin: a C++ byte-array
+    literal took the compiler a minute per architecture. The digest puts the contents into the
+    source text, so that the build recompiles it when an image changes (its dependency scan
+    does not see .incbin's file)."""
+    path.write_bytes(data)
+    quoted = str(path.resolve()).replace("\\", "\\\\").replace('"', '\\"')
+    return (f'// {name}: {len(data)} B, sha256 {hashlib.sha256(data).hexdigest()}\n'
+            f'extern "C" const unsigned char {name}[];\n'
+            f'__asm__(".pushsection .rodata, \\"a\\"\\n.balign 16\\n.globl {name}\\n.hidden {name}\\n"\n'
+            f'        "{name}:\\n.incbin \\"{quoted}\\"\\n.popsection");\n')
 
 
-def render(results: list[Compiled], archs: list[int]) -> str:
+def render(results: list[Compiled], archs: list[int], image_dir: Path) -> str:
     groups: dict[tuple, list[Compiled]] = {}
     for r in results:
         groups.setdefault((r.job.kernel, r.job.variant, r.job.dtype), []).append(r)
@@ -226,9 +294,9 @@ def render(results: list[Compiled], archs: list[int]) -> str:
             for fmt, data in (("Cubin", c.cubin), ("Ptx", c.ptx)):
                 if data is None:
                     continue
-                name = f"image_{index}_sm{c.job.arch}_{fmt.lower()}"
-                arrays.append(byte_array(name, data))
-                image_rows.append(f'  {{{c.job.arch}, ImageFormat::{fmt}, {name}, sizeof({name}), '
+                name = f"fused_ops_image_{index}_sm{c.job.arch}_{fmt.lower()}"
+                arrays.append(embed(name, image_dir / f"{name}.bin", data))
+                image_rows.append(f'  {{{c.job.arch}, ImageFormat::{fmt}, {name}, {len(data)}, '
                                   f'"{c.entry}", {c.shared_bytes}}},')
         constexprs = [(k, v) for k, v in variant if k != "num_warps"]
         images.append(f"const Image images_{index}[] = {{\n" + "\n".join(image_rows) + "\n};\n"
@@ -246,8 +314,8 @@ def render(results: list[Compiled], archs: list[int]) -> str:
                         f"images_{index}, {len(image_rows)}}},")
     arch_list = ";".join(str(a) for a in archs)
     return ("// Generated by triton_src/aot.py. Do not edit: the build writes it anew.\n"
-            '#include "kernel_table.h"\n\nnamespace fused_ops {\nnamespace {\n\n'
-            + "\n".join(arrays) + "\n" + "\n".join(images)
+            '#include "kernel_table.h"\n\n' + "\n".join(arrays)
+            + "\nnamespace fused_ops {\nnamespace {\n\n" + "\n".join(images)
             + "\nconst Variant variants[] = {\n" + "\n".join(variants) + "\n};\n\n}  // namespace\n\n"
             "const KernelTable& kernel_table() {\n"
             f'  static const KernelTable table{{variants, sizeof(variants) / sizeof(variants[0]), "{arch_list}"}};\n'
@@ -260,24 +328,36 @@ def main(argv=None) -> int:
     parser.add_argument("--archs", default=os.environ.get(ARCHS_ENV, ",".join(map(str, DEFAULT_ARCHS))),
                         help=f"target archs (default: ${ARCHS_ENV} or {DEFAULT_ARCHS})")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--cache-dir", type=Path, default=Path(os.environ.get(CACHE_ENV, DEFAULT_CACHE)),
+                        help=f"compiled-kernel cache shared by every build of this checkout (default: "
+                             f"${CACHE_ENV} or build/kernel-cache)")
     args = parser.parse_args(argv)
 
     archs = parse_archs(args.archs)
     if 89 not in archs:
         print(f"aot.py: note: sm_89 (RTX 4090, the target GPU) is not in {archs}", file=sys.stderr)
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    # Triton's cache lives beside the output so that rebuilds are fast and nothing leaks
-    # into the user's home directory.
-    os.environ.setdefault("TRITON_CACHE_DIR", str(args.out_dir.resolve() / "triton_cache"))
+    # Triton's own cache would only duplicate KernelCache's: keep it out of the user's home
+    # directory and delete it with the build's temporary files.
+    triton_cache = tempfile.TemporaryDirectory(prefix="fused_ops_triton_cache_")
+    os.environ.setdefault("TRITON_CACHE_DIR", triton_cache.name)
     # Line tables double the size of every image; TRITON_DISABLE_LINE_INFO=0 keeps them for
     # profiling against the Python source.
     os.environ.setdefault("TRITON_DISABLE_LINE_INFO", "1")
 
     jobs = jobs_for(archs)
     start = time.monotonic()
-    results = []
-    with concurrent.futures.ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        futures = {pool.submit(compile_job, job): job for job in jobs}
+    cache = KernelCache(args.cache_dir)
+    cache.prune()
+    results = [r for r in map(cache.load, jobs) if r is not None]
+    cached = {r.job for r in results}
+    to_compile = [job for job in jobs if job not in cached]
+    workers = max(1, min(args.jobs, len(to_compile)))
+    estimate = f", roughly {SECONDS_PER_KERNEL * len(to_compile) / workers / 60:.0f} min" if to_compile else ""
+    print(f"aot.py: {len(jobs)} kernels for sm_{', sm_'.join(map(str, archs))}: {len(cached)} from the "
+          f"cache in {cache.folder}, {len(to_compile)} to compile on {workers} processes{estimate}", flush=True)
+    with concurrent.futures.ProcessPoolExecutor(max_workers=workers) as pool:
+        futures = {pool.submit(compile_job, job): job for job in to_compile}
         for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
             job = futures[future]
             try:
@@ -287,16 +367,19 @@ def main(argv=None) -> int:
                     f.cancel()
                 raise SystemExit(f"aot.py: compiling {job.kernel} {job.dtype} {dict(job.variant)} "
                                  f"for sm_{job.arch} failed: {error}") from error
+            cache.store(result)
             results.append(result)
             config = " ".join(f"{k}={v}" for k, v in job.variant)
-            print(f"[{done}/{len(jobs)}] {job.kernel} {job.dtype} {config} sm_{job.arch}: "
+            print(f"[{done}/{len(to_compile)}] {job.kernel} {job.dtype} {config} sm_{job.arch}: "
                   f"{len(result.cubin)} B cubin, {result.shared_bytes} B shared "
                   f"({time.monotonic() - start:.0f} s)", flush=True)
 
     # The table keeps each module's VARIANTS order: a launcher may take the first that fits.
     order = {job: index for index, job in enumerate(jobs)}
     results.sort(key=lambda r: order[r.job])
-    source = render(results, archs)
+    image_dir = args.out_dir / "images"
+    image_dir.mkdir(exist_ok=True)
+    source = render(results, archs, image_dir)
     target = args.out_dir / "aot_kernels.cpp"
     # Rewriting identical output would force a recompile of the largest source in the build.
     if not target.exists() or target.read_text() != source:

@@ -11,6 +11,7 @@
 // gradient is the output itself) and checks the input's gradient against that file as well.
 
 #include <ATen/Context.h>
+#include <torch/cuda.h>
 #include <torch/script.h>
 
 #include <cstdlib>
@@ -57,6 +58,10 @@ double report_error(const char* what, const at::Tensor& actual, const at::Tensor
 
 int run(int argc, char** argv) {
   const c10::Device device(argc > 4 ? argv[4] : "cpu");
+  // Checked first: loading onto a missing GPU fails deep in torch with a driver message.
+  TORCH_CHECK(!device.is_cuda() || torch::cuda::is_available(), "device ", device,
+              " was asked for, but this machine has no usable CUDA GPU (or torch was built "
+              "without CUDA); run with cpu instead");
   const double tolerance = argc > 5 ? parse_tolerance(argv[5]) : kDefaultTolerance;
   const bool train = argc > 6;
   // The expected output is a float64 reference: TF32 convolutions would dwarf the op's error.

@@ -26,6 +26,50 @@ namespace {
 
 using cpu::kBlock;
 
+// The softmax tail of tasks [begin, end), each kBlock positions of one sample.
+template <typename scalar_t>
+FUSED_OPS_ALWAYS_INLINE void run_tasks(const scalar_t* x_data, const scalar_t* bias_data,
+                                       scalar_t* out_data, at::opmath_type<scalar_t> scale,
+                                       const ChannelView& v, int64_t begin, int64_t end) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t channels = v.channels;
+  const int64_t blocks_per_sample = (v.positions + kBlock - 1) / kBlock;
+  std::vector<acc_t> values(static_cast<size_t>(channels * kBlock));
+  int64_t x_offset[kBlock];
+  int64_t out_offset[kBlock];
+  acc_t inv_sum[kBlock];
+  for (int64_t task = begin; task < end; ++task) {
+    const int64_t n = task / blocks_per_sample;
+    const int64_t first = (task % blocks_per_sample) * kBlock;
+    const int64_t count = std::min(kBlock, v.positions - first);
+    cpu::position_offsets(v.x, v.inner_size, n, first, count, x_offset);
+    cpu::position_offsets(v.out, v.inner_size, n, first, count, out_offset);
+    // Blocks inside one inner group of a layout whose positions lie at stride 1 (contiguous
+    // NCHW) move as plain runs.
+    const bool in_one_group = first % v.inner_size + count <= v.inner_size;
+    for (int64_t c = 0; c < channels; ++c) {
+      cpu::load_row(values.data() + c * kBlock, x_data + c * v.x.c, x_offset, count,
+                    in_one_group && v.x.inner == 1);
+    }
+    cpu::column_softmax(values.data(), channels, count, inv_sum);
+    for (int64_t c = 0; c < channels; ++c) {
+      acc_t* row = values.data() + c * kBlock;
+      const acc_t channel_bias = static_cast<acc_t>(bias_data[c]);
+      for (int64_t j = 0; j < count; ++j) {
+        row[j] = cpu::sigmoid_of((row[j] * inv_sum[j] + channel_bias) * scale);
+      }
+      cpu::store_row(out_data + c * v.out.c, row, out_offset, count, in_one_group && v.out.inner == 1);
+    }
+  }
+}
+
+template <typename scalar_t>
+FUSED_OPS_AVX2 void run_tasks_avx2(const scalar_t* x_data, const scalar_t* bias_data,
+                                   scalar_t* out_data, at::opmath_type<scalar_t> scale,
+                                   const ChannelView& v, int64_t begin, int64_t end) {
+  run_tasks<scalar_t>(x_data, bias_data, out_data, scale, v, begin, end);
+}
+
 template <typename scalar_t>
 void run(const at::Tensor& x, const at::Tensor& bias, double scale, const ChannelView& v,
          at::Tensor& out) {
@@ -33,45 +77,16 @@ void run(const at::Tensor& x, const at::Tensor& bias, double scale, const Channe
   const scalar_t* x_data = x.const_data_ptr<scalar_t>();
   const scalar_t* bias_data = bias.const_data_ptr<scalar_t>();
   scalar_t* out_data = out.mutable_data_ptr<scalar_t>();
-  const int64_t channels = v.channels;
-  const int64_t blocks_per_sample = (v.positions + kBlock - 1) / kBlock;
   const acc_t scale_acc = static_cast<acc_t>(kernel_scale(x.scalar_type(), scale));
+  const int64_t tasks = v.batch * ((v.positions + kBlock - 1) / kBlock);
   // Each task touches all C channels of its positions: grain by bytes, not by blocks.
-  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, channels * kBlock));
-
-  at::parallel_for(0, v.batch * blocks_per_sample, grain, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> values(static_cast<size_t>(channels * kBlock));
-    int64_t x_offset[kBlock];
-    int64_t out_offset[kBlock];
-    acc_t inv_sum[kBlock];
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t n = task / blocks_per_sample;
-      const int64_t first = (task % blocks_per_sample) * kBlock;
-      const int64_t count = std::min(kBlock, v.positions - first);
-      for (int64_t j = 0; j < count; ++j) {
-        const int64_t s = first + j;
-        const int64_t outer = s / v.inner_size;
-        const int64_t inner = s - outer * v.inner_size;
-        x_offset[j] = v.x.offset(n, outer, inner);
-        out_offset[j] = v.out.offset(n, outer, inner);
-      }
-      // Gathers and scatters stay in loops of their own, so that the arithmetic loops are
-      // contiguous and vectorize.
-      for (int64_t c = 0; c < channels; ++c) {
-        acc_t* row = values.data() + c * kBlock;
-        const scalar_t* x_channel = x_data + c * v.x.c;
-        for (int64_t j = 0; j < count; ++j) row[j] = static_cast<acc_t>(x_channel[x_offset[j]]);
-      }
-      cpu::column_softmax(values.data(), channels, count, inv_sum);
-      for (int64_t c = 0; c < channels; ++c) {
-        acc_t* row = values.data() + c * kBlock;
-        const acc_t channel_bias = static_cast<acc_t>(bias_data[c]);
-        for (int64_t j = 0; j < count; ++j) {
-          row[j] = cpu::sigmoid_of((row[j] * inv_sum[j] + channel_bias) * scale_acc);
-        }
-        scalar_t* out_channel = out_data + c * v.out.c;
-        for (int64_t j = 0; j < count; ++j) out_channel[out_offset[j]] = static_cast<scalar_t>(row[j]);
-      }
+  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, v.channels * kBlock));
+  const bool avx2 = cpu::with_avx2();
+  at::parallel_for(0, tasks, grain, [&](int64_t begin, int64_t end) {
+    if (avx2) {
+      run_tasks_avx2<scalar_t>(x_data, bias_data, out_data, scale_acc, v, begin, end);
+    } else {
+      run_tasks<scalar_t>(x_data, bias_data, out_data, scale_acc, v, begin, end);
     }
   });
 }
