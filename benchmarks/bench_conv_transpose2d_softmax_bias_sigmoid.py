@@ -13,7 +13,9 @@ float64 reference, then times (medians of triton.testing.do_bench, L2 cleared be
 - a plain forward with the parameters requiring grad (how KernelBench's evaluator and most
   users call a model): Model eager, torch.compile(Model), ModelNew;
 - a training step (forward, then backward from a random gradient): time and peak memory above
-  what was allocated before it.
+  what was allocated before it;
+- with TF32 convolutions turned off, outside the fused kernel: Model eager, torch.compile(Model),
+  ModelNew's fallback, and the NCHW route it replaced.
 
 With --sweep it also JIT-compiles the kernel of triton_src/ over tile configurations, checks and
 times each, and breaks the best down: "conv only" stores the convolution without the softmax
@@ -238,6 +240,23 @@ def main(argv=None) -> int:
         for name, p in model_new.named_parameters()}
     print(f"  gradients vs Model (relative): {report['gradient_relative_error']}", flush=True)
     del grad
+
+    # Outside the fused kernel (here: TF32 convolutions turned off), ModelNew's fallback against
+    # the same models and the NCHW route it replaced.
+    timings["tf32_off"] = {}
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        with torch.no_grad():
+            for name, fn in {"Model, eager": lambda: model(x),
+                             **{n: (lambda m=m: m(x)) for n, m in compiled.items()},
+                             "ModelNew": lambda: model_new(x),
+                             "unfused NCHW: ATen conv_transpose2d + fused tail op": lambda: fused_ops.softmax_bias_sigmoid(
+                                 F.conv_transpose2d(x, conv.weight, conv.bias, *geometry), model.bias, scale)}.items():
+                timings["tf32_off"][name] = bench(fn)
+                print(f"  TF32 off {name}: {timings['tf32_off'][name]:.3f} ms", flush=True)
+            report["max_abs_err_model_new_vs_eager_tf32_off"] = max_abs_error(model_new(x), model(x))
+    finally:
+        torch.backends.cudnn.allow_tf32 = True
     compiled.clear()
     torch.compiler.reset()
 
@@ -279,12 +298,13 @@ def main(argv=None) -> int:
 
     # The short table, last.
     compile_name = "torch.compile(Model)"
-    print(f"\n{'ms (' + info['device'] + ')':<52}{'no_grad':>9}{'grad':>9}{'train':>9}{'peak GiB':>9}")
-    for name in timings["no_grad"]:
-        cells = [timings[mode].get(name) for mode in ("no_grad", "grad_enabled", "training_step")]
+    modes = ("no_grad", "grad_enabled", "training_step", "tf32_off")
+    print(f"\n{'ms (' + info['device'] + ')':<52}{'no_grad':>9}{'grad':>9}{'train':>9}{'no TF32':>9}{'peak GiB':>9}")
+    for name in {**timings["no_grad"], **timings["tf32_off"]}:
+        cells = [timings[mode].get(name) for mode in modes]
         print(f"  {name:<50}" + "".join(f"{c:9.3f}" if c is not None else f"{'':>9}" for c in cells)
               + (f"{peaks[name]:9.2f}" if name in peaks else ""))
-    for mode in ("no_grad", "grad_enabled", "training_step"):
+    for mode in modes:
         ours, theirs = timings[mode]["ModelNew"], timings[mode][compile_name]
         print(f"  {mode}: ModelNew is {theirs / ours:.2f}x as fast as {compile_name}")
     for label, parts in breakdown.items():

@@ -265,6 +265,25 @@ def test_cuda_with_tf32_off_is_full_fp32():
 
 
 @pytest.mark.cuda
+def test_cuda_fallback_transposes_no_convolution_output():
+    """Outside the kernel (here TF32 off) the convolution runs in channels_last and the tail op
+    writes the NCHW output from it: cuDNN's transpose of its output back to NCHW never runs."""
+    x, weight, cb, bias = make_inputs(WORKLOAD_CONFIG, torch.float32, "cuda")
+    previous = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        op(x, weight, cb, bias, *geometry(WORKLOAD_CONFIG), 2.0)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as profile:
+            op(x, weight, cb, bias, *geometry(WORKLOAD_CONFIG), 2.0)
+            torch.cuda.synchronize()
+    finally:
+        torch.backends.cudnn.allow_tf32 = previous
+    kernels = {event.name for event in profile.events() if event.device_type == torch.autograd.DeviceType.CUDA}
+    assert any(name.startswith("softmax_bias_sigmoid") for name in kernels), kernels
+    assert not any("nhwcToNchw" in name for name in kernels), kernels
+
+
+@pytest.mark.cuda
 def test_cuda_mixed_devices_name_the_problem():
     x, weight, cb, bias = make_inputs(CONFIGS[0], device="cuda")
     with pytest.raises(RuntimeError, match="x is on cuda:0 but bias is on cpu"):

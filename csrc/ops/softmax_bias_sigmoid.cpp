@@ -41,14 +41,15 @@ void check_inputs(const at::Tensor& x, const at::Tensor& bias) {
   check_softmax_bias_sigmoid_inputs(x, bias, kOp);
 }
 
-// The output is empty_like(x): it keeps x's memory format, on every backend and in the Meta
-// kernel alike. `kernel(x, bias, out, view)` fills it, bias flattened to C contiguous values;
-// the one layout the strided view cannot express (more than two spatial groups) runs on
-// contiguous copies.
+// The output is empty_like(x), unless the caller gives one (x's shape, any strides): it keeps
+// x's memory format, on every backend and in the Meta kernel alike. `kernel(x, bias, out,
+// view)` fills it, bias flattened to C contiguous values; the one layout the strided view
+// cannot express (more than two spatial groups) runs on contiguous copies.
 template <typename Kernel>
-at::Tensor with_channel_view(const at::Tensor& x, const at::Tensor& bias, Kernel&& kernel) {
+at::Tensor with_channel_view(const at::Tensor& x, const at::Tensor& bias, Kernel&& kernel,
+                             at::Tensor out = at::Tensor()) {
   check_inputs(x, bias);
-  at::Tensor out = at::empty_like(x);
+  if (!out.defined()) out = at::empty_like(x);
   if (out.numel() == 0) return out;
   const at::Tensor bias_flat = bias.reshape({-1}).contiguous();
   ChannelView view;
@@ -469,7 +470,7 @@ c10::SmallVector<Flavour, 8> writing_softmax_stats(c10::ArrayRef<Flavour> flavou
 // softmax_stats twin (the single-pass CONTIGUOUS ones), that twin writes them into it; elsewhere
 // *stats is left undefined.
 at::Tensor run_forward_cuda(const at::Tensor& x, const at::Tensor& bias, double scale,
-                            at::Tensor* stats = nullptr) {
+                            at::Tensor* stats = nullptr, at::Tensor given_out = at::Tensor()) {
   const at::Tensor stats_buffer = stats != nullptr ? std::exchange(*stats, at::Tensor()) : at::Tensor();
   return with_channel_view(x, bias, [&](const at::Tensor& input, const at::Tensor& bias_flat,
                                         at::Tensor& out, const ChannelView& v) {
@@ -534,7 +535,7 @@ at::Tensor run_forward_cuda(const at::Tensor& x, const at::Tensor& bias, double 
     launch(args, programs, input.get_device(),
            c10::cuda::getCurrentCUDAStream(input.get_device()).stream(),
            samples_on_axis_1 ? static_cast<uint32_t>(batch) : 1);
-  });
+  }, std::move(given_out));
 }
 
 at::Tensor softmax_bias_sigmoid_cuda(const at::Tensor& x, const at::Tensor& bias, double scale) {
@@ -550,6 +551,13 @@ OutAndStats softmax_bias_sigmoid_forward_cuda(const at::Tensor& x, const at::Ten
 }
 
 }  // namespace
+
+at::Tensor softmax_bias_sigmoid_cuda_into(const at::Tensor& x, const at::Tensor& bias,
+                                          double scale, at::Tensor out) {
+  TORCH_INTERNAL_ASSERT(out.sizes() == x.sizes() && out.scalar_type() == x.scalar_type() &&
+                        out.device() == x.device());
+  return run_forward_cuda(x, bias, scale, nullptr, std::move(out));
+}
 
 bool offsets_fit_in_32_bits(const ChannelView& v) {
   return fits_in_32_bits(v.positions) && fits_in_32_bits(largest_offset(v, v.x)) &&

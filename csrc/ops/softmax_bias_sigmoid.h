@@ -85,6 +85,12 @@ at::Tensor softmax_stats_by_aten(const at::Tensor& x);
 // Whether every offset inside one sample of the view, positions included, fits in 32 bits.
 bool offsets_fit_in_32_bits(const ChannelView& view);
 
+// fused::softmax_bias_sigmoid's CUDA kernel writing into `out` (x's shape, dtype and device;
+// any strides), which it returns: the fused layer's fallback reads a channels_last convolution
+// output and writes its NCHW output in one pass.
+at::Tensor softmax_bias_sigmoid_cuda_into(const at::Tensor& x, const at::Tensor& bias,
+                                          double scale, at::Tensor out);
+
 // Whether also every offset across the batch fits in 32 bits, batch strides included: the
 // softmax_stats variants, which take 32-bit batch strides.
 bool all_offsets_fit_in_32_bits(const ChannelView& view);

@@ -66,15 +66,16 @@ bool backward_view(const at::Tensor& x, const at::Tensor& grad_out, const at::Te
          view.grad_out.inner_size == view.grad_x.inner_size;
 }
 
-// The outputs are empty_like(x) and empty_like(bias), as in the Meta kernel. `kernel(x,
-// bias_flat, grad_out, grad_x, view)` writes grad_x and returns the C sums of dp that are
-// grad_bias, in the compute type. Layouts the view cannot express run on contiguous copies.
+// The outputs are empty_like(x) and empty_like(bias), as in the Meta kernel, or the caller's
+// grad_x. `kernel(x, bias_flat, grad_out, grad_x, view)` writes grad_x and returns the C sums
+// of dp that are grad_bias, in the compute type. Layouts the view cannot express run on
+// contiguous copies.
 template <typename Kernel>
 Gradients with_backward_view(const at::Tensor& grad_out, const at::Tensor& x,
                              const at::Tensor& bias, const OptionalTensor& softmax_stats,
-                             Kernel&& kernel) {
+                             Kernel&& kernel, at::Tensor grad_x = at::Tensor()) {
   check_inputs(grad_out, x, bias, softmax_stats);
-  at::Tensor grad_x = at::empty_like(x);
+  if (!grad_x.defined()) grad_x = at::empty_like(x);
   at::Tensor grad_bias = at::empty_like(bias);
   if (x.numel() == 0) return {grad_x, grad_bias.zero_()};
   const at::Tensor bias_flat = bias.reshape({-1}).contiguous();
@@ -111,17 +112,24 @@ Gradients softmax_bias_sigmoid_backward_unsupported_layout(const at::Tensor& gra
 
 // The CPU kernel recomputes the statistics as it goes (they cost it no extra pass over x), so
 // it checks softmax_stats and does not read them.
+Gradients backward_cpu_into(const at::Tensor& grad_out, const at::Tensor& x,
+                            const at::Tensor& bias, double scale,
+                            const OptionalTensor& softmax_stats, at::Tensor given_grad_x) {
+  return with_backward_view(
+      grad_out, x, bias, softmax_stats,
+      [&](const at::Tensor& input, const at::Tensor& bias_flat, const at::Tensor& grad,
+          at::Tensor& grad_x, const BackwardView& view) {
+        return softmax_bias_sigmoid_backward_cpu_kernel(input, bias_flat, grad, scale, view,
+                                                        grad_x)
+            .sum(0);
+      },
+      std::move(given_grad_x));
+}
+
 Gradients softmax_bias_sigmoid_backward_cpu(const at::Tensor& grad_out, const at::Tensor& x,
                                             const at::Tensor& bias, double scale,
                                             const OptionalTensor& softmax_stats) {
-  return with_backward_view(grad_out, x, bias, softmax_stats,
-                            [&](const at::Tensor& input, const at::Tensor& bias_flat,
-                                const at::Tensor& grad, at::Tensor& grad_x,
-                                const BackwardView& view) {
-                              return softmax_bias_sigmoid_backward_cpu_kernel(
-                                         input, bias_flat, grad, scale, view, grad_x)
-                                  .sum(0);
-                            });
+  return backward_cpu_into(grad_out, x, bias, scale, softmax_stats, at::Tensor());
 }
 
 #ifdef FUSED_OPS_WITH_CUDA
@@ -174,9 +182,9 @@ at::Tensor column_sums(at::Tensor rows) {
   return rows.view({columns});
 }
 
-Gradients softmax_bias_sigmoid_backward_cuda(const at::Tensor& grad_out, const at::Tensor& x,
-                                             const at::Tensor& bias, double scale,
-                                             const OptionalTensor& softmax_stats) {
+Gradients backward_cuda_into(const at::Tensor& grad_out, const at::Tensor& x,
+                             const at::Tensor& bias, double scale,
+                             const OptionalTensor& softmax_stats, at::Tensor given_grad_x) {
   const c10::cuda::CUDAGuard guard(x.device());
   return with_backward_view(grad_out, x, bias, softmax_stats, [&](const at::Tensor& input,
                                                                   const at::Tensor& bias_flat,
@@ -219,7 +227,13 @@ Gradients softmax_bias_sigmoid_backward_cuda(const at::Tensor& grad_out, const a
     launch(args, programs, input.get_device(),
            c10::cuda::getCurrentCUDAStream(input.get_device()).stream());
     return column_sums(partial_sums);
-  });
+  }, std::move(given_grad_x));
+}
+
+Gradients softmax_bias_sigmoid_backward_cuda(const at::Tensor& grad_out, const at::Tensor& x,
+                                             const at::Tensor& bias, double scale,
+                                             const OptionalTensor& softmax_stats) {
+  return backward_cuda_into(grad_out, x, bias, scale, softmax_stats, at::Tensor());
 }
 
 #endif  // FUSED_OPS_WITH_CUDA
@@ -333,6 +347,19 @@ Gradients softmax_bias_sigmoid_backward_autograd(const at::Tensor& grad_out, con
 }
 
 }  // namespace
+
+at::Tensor softmax_bias_sigmoid_backward_into(const at::Tensor& grad_out, const at::Tensor& x,
+                                              const at::Tensor& bias, double scale,
+                                              at::Tensor grad_x) {
+  TORCH_INTERNAL_ASSERT(grad_x.sizes() == x.sizes() && grad_x.strides() == x.strides() &&
+                        grad_x.scalar_type() == x.scalar_type() && grad_x.device() == x.device());
+#ifdef FUSED_OPS_WITH_CUDA
+  if (x.is_cuda()) {
+    return std::get<1>(backward_cuda_into(grad_out, x, bias, scale, std::nullopt, std::move(grad_x)));
+  }
+#endif
+  return std::get<1>(backward_cpu_into(grad_out, x, bias, scale, std::nullopt, std::move(grad_x)));
+}
 
 TORCH_LIBRARY_IMPL(fused, Autograd, m) {
   m.impl("softmax_bias_sigmoid", &softmax_bias_sigmoid_autograd);

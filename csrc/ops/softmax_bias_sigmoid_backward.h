@@ -27,4 +27,12 @@ at::Tensor softmax_bias_sigmoid_backward_cpu_kernel(const at::Tensor& x, const a
                                                    const at::Tensor& grad_out, double scale,
                                                    const BackwardView& view, at::Tensor& grad_x);
 
+// fused::softmax_bias_sigmoid_backward on x's device (no statistics) writing grad_x into
+// `grad_x`, which has x's sizes and strides and may be x itself: every kernel reads all of a
+// position's x before it writes that position. Returns grad_bias. The fused layer's backward
+// turns its recomputed convolution output into grad_y so, holding one such tensor, not two.
+at::Tensor softmax_bias_sigmoid_backward_into(const at::Tensor& grad_out, const at::Tensor& x,
+                                              const at::Tensor& bias, double scale,
+                                              at::Tensor grad_x);
+
 }  // namespace fused_ops
