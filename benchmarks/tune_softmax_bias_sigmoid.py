@@ -73,7 +73,7 @@ SPAN_FROM = 1024
 SPAN_TWO_PASS_CHANNELS = (1024, 2048, 4096, TWO_PASS_CHANNELS)
 SPAN_SWEEP_STAGES = 3
 # Not tuned: 64-bit offsets are for samples past 2^31 elements, rare and too large to sweep
-# here; large tiles spill with them (benchmarks/NOTES.md), so these stay small.
+# here; large tiles spill with them (docs/performance.md), so these stay small.
 INDEX64_TILES = ((16, 64, 4, True), (128, 16, 4, True), (32, 32, 4, False))
 SIZE_CLASSES = {"fp32": (torch.float32, ("fp32",)), "fp16": (torch.float16, ("fp16", "bf16"))}
 

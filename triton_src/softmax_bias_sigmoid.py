@@ -37,7 +37,7 @@ boundaries, and for channels_last that bias does too (`multiples`: pointers in b
 in elements); triton_src/aot.py passes that promise to the compiler and into the kernel table,
 whose launcher refuses a call that breaks it. It lets every access be 16 bytes wide. The
 workload's 129 x 129 rows are odd, so their channel rows start at every 4-byte offset and no
-position tile is 16-byte aligned in all rows: they run unaligned (benchmarks/NOTES.md has the
+position tile is 16-byte aligned in all rows: they run unaligned (docs/performance.md has the
 measurements of the alternatives).
 Unaligned NCHW tiles of fp16 and bf16 are also compiled a second time (CHANNELS_BY_16) with the
 promise that C is a multiple of 16: the channel mask is then uniform in runs of 16 and Triton
@@ -45,7 +45,7 @@ drops most per-element predicates (triton 3.8, sm_90: 100 registers instead of 1
 workload's tile). Triton's JIT specializes on that by itself; the library's fp16 run of the
 workload shape went from 2.68x to 1.49x of a copy with it. In fp32 the same promise made the
 workload slower (0.790 -> 0.824 ms), and it did nothing for strided views, so neither has the
-twin (benchmarks/NOTES.md).
+twin (docs/performance.md).
 
 CHANNELS_EXACT variants of unaligned NCHW are compiled for C equal to their BLOCK_C (the
 launcher takes one only then): the tile has no channel mask at all. Their tiles are tuned apart

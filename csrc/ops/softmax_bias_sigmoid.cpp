@@ -494,7 +494,7 @@ at::Tensor run_forward_cuda(const at::Tensor& x, const at::Tensor& bias, double 
     }
     const auto [variant, flavour] = choice;
     // The multi-pass kernel gives one program every channel of its positions: too few programs
-    // where C is this large. The split kernel spreads them (benchmarks/NOTES.md).
+    // where C is this large. The split kernel spreads them (docs/performance.md).
     if (flavour.contiguous && variant->constexpr_value("SINGLE_PASS") == 0) {
       if (const SplitKernel* split = split_kernel(triton_dtype(input.scalar_type()),
                                                   nchw_rows_aligned(input, out, v))) {

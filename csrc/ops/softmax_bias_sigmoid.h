@@ -66,7 +66,7 @@ void softmax_bias_sigmoid_cpu_kernel(const at::Tensor& x, const at::Tensor& bias
 //   the op itself never writes them.
 
 // Whether the statistics save the backward more than they cost the forward: x on CUDA,
-// contiguous NCHW, of a dtype with statistics variants (fp32: benchmarks/NOTES.md), fewer than
+// contiguous NCHW, of a dtype with statistics variants (fp32: docs/performance.md), fewer than
 // 2^31 elements, with C inside a single-pass tile of the forward that writes them and of the
 // backward that reads them. Elsewhere a kernel would not read them, and on the CPU the
 // backward's kernel recomputes them at no extra pass. Under symbolic sizes C is guarded, not
