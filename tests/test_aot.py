@@ -2,6 +2,8 @@
 arguments a variant never reads. Needs triton, a build-time tool only; skipped without it."""
 import importlib.util
 import os
+import shutil
+import subprocess
 import sys
 import textwrap
 
@@ -84,3 +86,49 @@ def test_a_variant_that_reads_an_argument_it_calls_unread_fails_to_build(tmp_pat
     assert honest.arguments == [("Pointer", 0), ("Pointer", 1), ("Int32", 2), ("Int32", -1), ("Float32", 3)]
     with pytest.raises(RuntimeError, match=r"compiled without \[.count., .spare.\]"):
         aot.compile_job(job_for(str(path), lambda v: v["CLAIM_COUNT_UNREAD"]))
+
+
+def test_kernel_cache_is_keyed_by_the_sources(tmp_path):
+    """A compiled kernel comes back from the cache while the sources are unchanged, not after an
+    edit; pruning keeps the current sources' folder and the most recently used others."""
+    sources = tmp_path / "triton_src"
+    sources.mkdir()
+    path = sources / "scaled_copy.py"
+    path.write_text(textwrap.dedent(KERNEL_MODULE))
+    job = job_for(str(path), lambda v: not v["CLAIM_COUNT_UNREAD"])
+    cache = aot.KernelCache(tmp_path / "cache", sources)
+    assert cache.load(job) is None
+    compiled = aot.compile_job(job)
+    cache.store(compiled)
+
+    again = aot.KernelCache(tmp_path / "cache", sources).load(job)
+    assert again is not None and again.cubin == compiled.cubin and again.params == compiled.params
+    assert again.job == job
+
+    path.write_text(textwrap.dedent(KERNEL_MODULE).replace("* scale", "* scale * 2"))
+    edited = aot.KernelCache(tmp_path / "cache", sources)
+    assert edited.folder != cache.folder and edited.load(job) is None
+
+    for state in range(aot.CACHED_SOURCE_STATES + 2):
+        path.write_text(textwrap.dedent(KERNEL_MODULE) + f"\n# state {state}\n")
+        aot.KernelCache(tmp_path / "cache", sources).prune()
+    assert len(list((tmp_path / "cache").iterdir())) == aot.CACHED_SOURCE_STATES
+
+
+@pytest.mark.skipif(shutil.which("g++") is None or shutil.which("objcopy") is None,
+                    reason="needs g++ and objcopy")
+def test_images_are_embedded_byte_for_byte(tmp_path):
+    """The generated source embeds each image with .incbin: the compiled object's read-only data
+    holds the cubin, unchanged."""
+    path = tmp_path / "scaled_copy.py"
+    path.write_text(textwrap.dedent(KERNEL_MODULE))
+    compiled = aot.compile_job(job_for(str(path), lambda v: not v["CLAIM_COUNT_UNREAD"]))
+    (tmp_path / "images").mkdir()
+    source = tmp_path / "aot_kernels.cpp"
+    source.write_text(aot.render([compiled], [ARCH], tmp_path / "images"))
+    objects = tmp_path / "aot_kernels.o"
+    subprocess.run(["g++", "-std=c++20", "-c", "-fPIC", f"-I{REPO}/csrc", str(source), "-o", str(objects)],
+                   check=True)
+    rodata = tmp_path / "rodata.bin"
+    subprocess.run(["objcopy", "-O", "binary", "--only-section=.rodata", str(objects), str(rodata)], check=True)
+    assert compiled.cubin in rodata.read_bytes()

@@ -91,9 +91,9 @@ class KernelCache:
     tile tables and this compiler), the job (kernel, dtype, variant, arch, PTX or not) and the
     versions of Triton and torch. A rebuild whose kernels did not change compiles nothing."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, sources: Path = HERE):
         digest = hashlib.sha256()
-        for path in sorted(HERE.iterdir()):
+        for path in sorted(sources.iterdir()):
             if path.suffix in (".py", ".json"):
                 digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
         for package in ("triton", "torch"):
