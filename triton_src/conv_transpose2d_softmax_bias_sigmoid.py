@@ -80,8 +80,9 @@ def multiples(variant: dict, dtype: str) -> dict:
 # the fastest of 24 tiles swept on the H100 (the -sweep file in benchmarks/results/). Its two
 # 64 x 128 fp32 accumulators take 244 registers a thread, so two programs share an SM and one's
 # epilogue overlaps the other's main loop. Its shared memory (60 KB for sm_90's wgmma pipeline,
-# 40 KB as sm_89 compiles it) fits the RTX 4090's 99 KB per block (aot.py checks), and its 244
-# registers allow two 128-thread programs an SM there too, so sm_89 builds the same tile.
+# 40 KB as sm_89 compiles it) fits the RTX 4090's 99 KB per block (aot.py checks), and its
+# registers (255 on sm_89) allow two 128-thread programs an SM there too, so sm_89 builds the
+# same tile (docs/performance.md, "The RTX 4090 on paper").
 # W_PHASES = 1 (strides other than 2 across) reuses the tile; it has not been timed on its own.
 VARIANTS = [
     variant(w_phases=2, block_m=64, block_k=16, num_warps=4, num_stages=3, aligned=True),
