@@ -114,9 +114,12 @@ def backward_cases():
                 yield name, backward_case(shape, dtype, layout)
 
 
-def conv_case(config):
+def conv_case(config, path):
     """fused::conv_transpose2d_softmax_bias_sigmoid: (N, C_in, H, W, C_out, kernel, stride,
-    padding, output_padding), against float64 ATen; TF32 on CUDA as PyTorch's own convolution."""
+    padding, output_padding), against float64 ATen; TF32 on CUDA as PyTorch's own convolution.
+    path "fused" runs the fused kernel; "fallback" turns TF32 off, so the convolution runs in
+    channels_last and the tail writes the NCHW output from it; "backward" also checks the
+    gradients, whose tail backward writes grad_y over the recomputed convolution output."""
     def run():
         n, c_in, h, w, c_out, kernel, stride, padding, output_padding = config
         generator = torch.Generator().manual_seed(2)
@@ -125,11 +128,23 @@ def conv_case(config):
         conv_bias = torch.rand(c_out, dtype=torch.float64, generator=generator) - 0.5
         bias = torch.randn(c_out, dtype=torch.float64, generator=generator)
         geometry = ([stride] * 2, [padding] * 2, [output_padding] * 2)
-        out = torch.ops.fused.conv_transpose2d_softmax_bias_sigmoid(
-            x.float().cuda(), weight.float().cuda(), conv_bias.float().cuda(), bias.float().cuda(), *geometry, 2.0)
-        y = torch.nn.functional.conv_transpose2d(x, weight, conv_bias, *geometry)
-        expected = torch.sigmoid((torch.softmax(y, dim=1) + bias.reshape(1, -1, 1, 1)) * 2.0)
-        assert (out.cpu().double() - expected).abs().max().item() <= 1e-4
+        inputs = [t.float().cuda().requires_grad_(path == "backward") for t in (x, weight, conv_bias, bias)]
+        tf32 = torch.backends.cudnn.allow_tf32
+        torch.backends.cudnn.allow_tf32 = path != "fallback"
+        try:
+            out = torch.ops.fused.conv_transpose2d_softmax_bias_sigmoid(*inputs, *geometry, 2.0)
+            reference = [t.requires_grad_(path == "backward") for t in (x, weight, conv_bias, bias)]
+            y = torch.nn.functional.conv_transpose2d(*reference[:3], *geometry)
+            expected = torch.sigmoid((torch.softmax(y, dim=1) + reference[3].reshape(1, -1, 1, 1)) * 2.0)
+            assert (out.detach().cpu().double() - expected.detach()).abs().max().item() <= 1e-4
+            if path == "backward":
+                grad_out = torch.randn(expected.shape, dtype=torch.float64, generator=generator)
+                got = torch.autograd.grad(out, inputs, grad_out.float().cuda())
+                wanted = torch.autograd.grad(expected, reference, grad_out)
+                for g, e in zip(got, wanted):
+                    assert (g.cpu().double() - e).norm().item() <= 1e-3 * e.norm().item()
+        finally:
+            torch.backends.cudnn.allow_tf32 = tf32
     return run
 
 
@@ -138,7 +153,8 @@ CONV_CONFIGS = [(1, 64, 16, 16, 128, 4, 2, 1, 1), (1, 16, 7, 8, 32, 4, 2, 1, 0),
                 (1, 8, 5, 6, 16, 3, 3, 0, 0), (1, 12, 6, 6, 100, 4, 2, 1, 1)]
 
 CASES = [*forward_cases(), *backward_cases(),
-         *((f"conv_transpose2d_softmax_bias_sigmoid {c}", conv_case(c)) for c in CONV_CONFIGS)]
+         *((f"conv_transpose2d_softmax_bias_sigmoid {path} {c}", conv_case(c, path))
+           for c in CONV_CONFIGS for path in ("fused", "fallback", "backward"))]
 
 
 def main(argv):
