@@ -278,6 +278,15 @@ const Image& image_for(const Variant& variant, int device) {
   return *select_image(variant, device);
 }
 
+std::string describe(const Variant& variant) {
+  std::string text = std::string(variant.kernel) + " " + variant.dtype;
+  for (size_t i = 0; i < variant.num_constexprs; ++i) {
+    text += (i ? "," : " ") + std::string(variant.constexprs[i].name) + "=" +
+            std::to_string(variant.constexprs[i].value);
+  }
+  return text;
+}
+
 std::string image_for_device(const Variant& variant, int device) {
   const Image& image = image_for(variant, device);
   return "sm_" + std::to_string(image.arch) +

@@ -55,4 +55,7 @@ const Image& image_for(const Variant& variant, int device);
 // The image `variant` runs from on `device`, e.g. "sm_90 cubin" or "sm_89 PTX (JIT)".
 std::string image_for_device(const Variant& variant, int device);
 
+// The variant's kernel, dtype and constexprs: "softmax_bias_sigmoid fp32 ALIGNED=0,BLOCK_C=128,...".
+std::string describe(const Variant& variant);
+
 }  // namespace fused_ops

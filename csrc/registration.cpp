@@ -17,4 +17,6 @@ TORCH_LIBRARY(fused, m) {
   // Diagnostics: on a CPU tensor, every kernel image the library holds; on a CUDA tensor,
   // the image each kernel variant runs from on that tensor's device.
   m.def("kernel_images(Tensor device_probe) -> str[]");
+  // Which kernel softmax_bias_sigmoid(x, bias, scale) runs for these tensors, and from which image.
+  m.def("explain_softmax_bias_sigmoid(Tensor x, Tensor bias) -> str");
 }

@@ -186,6 +186,53 @@ def test_cuda_layout_flavours(flavour, dtype, channels):
         assert out.stride() == x.stride(), f"{flavour}: output does not keep the input's layout"
 
 
+def explained_constexprs(x, bias):
+    """fused_ops.explain's variant as {constexpr: value}, and its whole text."""
+    text = fused_ops.explain(x, bias)
+    variant = text.split(" (")[0]
+    pairs = variant.split(" ")[2].split(",") if variant.count(" ") >= 2 else []
+    return {name: int(value) for name, value in (pair.split("=") for pair in pairs)}, text
+
+
+# The flavour each layout takes (csrc/ops/softmax_bias_sigmoid.cpp: forward_flavours).
+EXPLAINED_FLAVOURS = {
+    "nchw aligned": dict(CONTIGUOUS=1, ALIGNED=1),
+    "nchw odd rows": dict(CONTIGUOUS=1, ALIGNED=0),
+    "channels_last aligned": dict(CHANNELS_LAST=1),
+    "strided": dict(CONTIGUOUS=0, CHANNELS_LAST=0, INNER_STRIDE_2=1, OUT_CONTIGUOUS=1),
+    "transposed spatial dims": dict(CONTIGUOUS=0, CHANNELS_LAST=0, INNER_STRIDE_2=0),
+}
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("flavour", EXPLAINED_FLAVOURS)
+def test_cuda_explain_names_the_layout_flavour(flavour):
+    base, _ = make_inputs(past_small_tensors(flavour_case_shape(32), torch.float32), torch.float32, "cuda")
+    x = FLAVOUR_CASES[flavour](base)
+    constexprs, text = explained_constexprs(x, torch.randn(x.shape[1], device="cuda"))
+    assert text.startswith("softmax_bias_sigmoid fp32 ") and "(sm_" in text, text
+    assert {name: constexprs.get(name) for name in EXPLAINED_FLAVOURS[flavour]} == EXPLAINED_FLAVOURS[flavour], text
+
+
+@pytest.mark.cuda
+def test_cuda_explain_the_workload_rows_and_the_split():
+    """The workload's odd 129 x 129 rows take whole-sector stores; C = 32768 in NCHW, beyond
+    every single-pass tile, the split kernel's two launches; float64 its own variant."""
+    x = torch.randn(2, 128, 129, 129, device="cuda")
+    constexprs, text = explained_constexprs(x, torch.randn(128, device="cuda"))
+    assert constexprs["CONTIGUOUS"] == 1 and constexprs["SECTOR_STORES"] > 0, text
+    wide = torch.randn(1, 32768, 2, 3, device="cuda")
+    assert fused_ops.explain(wide, torch.randn(32768, device="cuda")).startswith("softmax_bias_sigmoid_split fp32")
+    assert " fp64 " in fused_ops.explain(x.double(), torch.randn(128, device="cuda", dtype=torch.float64))
+
+
+def test_explain_on_the_cpu_names_the_cpu_kernel_and_checks_inputs():
+    text = fused_ops.explain(torch.randn(2, 4, 3), torch.randn(4))
+    assert text.startswith("the CPU kernel") and ("AVX2+FMA copy" in text or "baseline-ISA copy" in text)
+    with pytest.raises(RuntimeError, match="bias"):
+        fused_ops.explain(torch.randn(2, 4, 3), torch.randn(5))
+
+
 @pytest.mark.cuda
 @pytest.mark.parametrize("channels", [32, 2000, 20000])
 @pytest.mark.parametrize("dtype", CUDA_DTYPES, ids=str)

@@ -93,6 +93,8 @@ void run(const at::Tensor& x, const at::Tensor& bias, double scale, const Channe
 
 }  // namespace
 
+bool cpu_kernels_use_avx2() { return cpu::with_avx2(); }
+
 void softmax_bias_sigmoid_cpu_kernel(const at::Tensor& x, const at::Tensor& bias, double scale,
                                      const ChannelView& view, at::Tensor& out) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(),

@@ -18,17 +18,6 @@
 namespace fused_ops {
 namespace {
 
-#ifdef FUSED_OPS_WITH_CUDA
-std::string describe(const Variant& v) {
-  std::string text = std::string(v.kernel) + " " + v.dtype;
-  for (const auto i : c10::irange(v.num_constexprs)) {
-    text += (i ? "," : " ") + std::string(v.constexprs[i].name) + "=" +
-            std::to_string(v.constexprs[i].value);
-  }
-  return text;
-}
-#endif
-
 std::vector<std::string> built_images(const at::Tensor&) {
   std::vector<std::string> images;
 #ifdef FUSED_OPS_WITH_CUDA

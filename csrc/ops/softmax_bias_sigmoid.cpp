@@ -466,6 +466,43 @@ c10::SmallVector<Flavour, 8> writing_softmax_stats(c10::ArrayRef<Flavour> flavou
   return with_stats;
 }
 
+// What the forward runs for a call: a variant of softmax_bias_sigmoid and its flavour, or the
+// split kernel's two launches. `with_stats`: the caller wants the softmax statistics written.
+struct ForwardChoice {
+  const Variant* variant;
+  Flavour flavour;
+  const SplitKernel* split = nullptr;
+};
+
+ForwardChoice choose_forward(const at::Tensor& input, const at::Tensor& bias_flat,
+                             const at::Tensor& out, const ChannelView& v, bool with_stats) {
+  c10::SmallVector<Flavour, 8> flavours = forward_flavours(input, bias_flat, out, v);
+  if (with_stats && all_offsets_fit_in_32_bits(v)) flavours = writing_softmax_stats(flavours);
+  auto choice = choose_from("softmax_bias_sigmoid", input.scalar_type(), v.channels, flavours);
+  // An inner_stride_2 tile must not cross an inner group: where its BLOCK_S does not divide
+  // the group, the choice among the other flavours.
+  while (choice.second.inner_stride_2 &&
+         v.inner_size % choice.first->constexpr_value("BLOCK_S") != 0) {
+    const int64_t aligned = choice.second.aligned;
+    flavours.erase(std::remove_if(flavours.begin(), flavours.end(),
+                                  [aligned](const Flavour& f) {
+                                    return f.inner_stride_2 && f.aligned == aligned;
+                                  }),
+                   flavours.end());
+    choice = choose_from("softmax_bias_sigmoid", input.scalar_type(), v.channels, flavours);
+  }
+  const auto [variant, flavour] = choice;
+  // The multi-pass kernel gives one program every channel of its positions: too few programs
+  // where C is this large. The split kernel spreads them (docs/performance.md).
+  if (flavour.contiguous && variant->constexpr_value("SINGLE_PASS") == 0) {
+    if (const SplitKernel* split = split_kernel(triton_dtype(input.scalar_type()),
+                                                nchw_rows_aligned(input, out, v))) {
+      return {variant, flavour, split};
+    }
+  }
+  return {variant, flavour};
+}
+
 // out. Where `stats` holds a buffer for the statistics and the call runs a tile that has a
 // softmax_stats twin (the single-pass CONTIGUOUS ones), that twin writes them into it; elsewhere
 // *stats is left undefined.
@@ -477,31 +514,13 @@ at::Tensor run_forward_cuda(const at::Tensor& x, const at::Tensor& bias, double 
     // Taken after the checks: with bias on CUDA this kernel also sees an x on the CPU, which
     // must get the named device error rather than fail in the guard.
     const c10::cuda::CUDAGuard guard(input.device());
-    c10::SmallVector<Flavour, 8> flavours = forward_flavours(input, bias_flat, out, v);
-    if (stats != nullptr && all_offsets_fit_in_32_bits(v)) flavours = writing_softmax_stats(flavours);
-    auto choice = choose_from("softmax_bias_sigmoid", input.scalar_type(), v.channels, flavours);
-    // An inner_stride_2 tile must not cross an inner group: where its BLOCK_S does not divide
-    // the group, the choice among the other flavours.
-    while (choice.second.inner_stride_2 &&
-           v.inner_size % choice.first->constexpr_value("BLOCK_S") != 0) {
-      const int64_t aligned = choice.second.aligned;
-      flavours.erase(std::remove_if(flavours.begin(), flavours.end(),
-                                    [aligned](const Flavour& f) {
-                                      return f.inner_stride_2 && f.aligned == aligned;
-                                    }),
-                     flavours.end());
-      choice = choose_from("softmax_bias_sigmoid", input.scalar_type(), v.channels, flavours);
+    const ForwardChoice choice = choose_forward(input, bias_flat, out, v, stats != nullptr);
+    if (choice.split != nullptr) {
+      launch_split(*choice.split, input, bias_flat, out, v, scale);
+      return;
     }
-    const auto [variant, flavour] = choice;
-    // The multi-pass kernel gives one program every channel of its positions: too few programs
-    // where C is this large. The split kernel spreads them (docs/performance.md).
-    if (flavour.contiguous && variant->constexpr_value("SINGLE_PASS") == 0) {
-      if (const SplitKernel* split = split_kernel(triton_dtype(input.scalar_type()),
-                                                  nchw_rows_aligned(input, out, v))) {
-        launch_split(*split, input, bias_flat, out, v, scale);
-        return;
-      }
-    }
+    const Variant* variant = choice.variant;
+    const Flavour& flavour = choice.flavour;
     TORCH_INTERNAL_ASSERT(!flavour.channels_exact || variant->constexpr_value("BLOCK_C") == v.channels);
     const int64_t block_s = variant->constexpr_value("BLOCK_S");
     // channels_last runs all N * S rows as one sample.
@@ -540,6 +559,35 @@ at::Tensor run_forward_cuda(const at::Tensor& x, const at::Tensor& bias, double 
 
 at::Tensor softmax_bias_sigmoid_cuda(const at::Tensor& x, const at::Tensor& bias, double scale) {
   return run_forward_cuda(x, bias, scale);
+}
+
+// What the forward would launch for (x, bias), through the same view and choice, and from which
+// image of this GPU.
+std::string explain_cuda(const at::Tensor& x, const at::Tensor& bias) {
+  check_inputs(x, bias);
+  if (x.numel() == 0) return "no kernel: x is empty";
+  const c10::cuda::CUDAGuard guard(x.device());
+  at::Tensor input = x;
+  at::Tensor out = at::empty_like(x);
+  std::string copied;
+  ChannelView v;
+  if (!channel_view(input, out, v)) {
+    input = x.contiguous();
+    out = at::empty_like(input);
+    TORCH_INTERNAL_ASSERT(channel_view(input, out, v));
+    copied = " on a contiguous copy of x (its spatial strides need more than two groups)";
+  }
+  const ForwardChoice choice = choose_forward(input, bias.reshape({-1}).contiguous(), out, v, false);
+  const int device = x.get_device();
+  const auto with_image = [device](const Variant& variant) {
+    return describe(variant) + " (" + image_for_device(variant, device) + ")";
+  };
+  if (choice.split != nullptr) {
+    return with_image(*choice.split->statistics) + ", then " + with_image(*choice.split->output) +
+           copied + ": C = " + std::to_string(v.channels) +
+           " is beyond every single-pass tile of contiguous NCHW";
+  }
+  return with_image(*choice.variant) + copied;
 }
 
 OutAndStats softmax_bias_sigmoid_forward_cuda(const at::Tensor& x, const at::Tensor& bias,
@@ -721,9 +769,20 @@ TORCH_LIBRARY_IMPL(fused, Meta, m) {
   m.impl("softmax_bias_sigmoid_forward", &softmax_bias_sigmoid_forward_meta);
 }
 
+namespace {
+
+std::string explain_cpu(const at::Tensor& x, const at::Tensor& bias) {
+  check_softmax_bias_sigmoid_inputs(x, bias, "fused::explain_softmax_bias_sigmoid");
+  return std::string("the CPU kernel (csrc/cpu/softmax_bias_sigmoid.cpp), its ") +
+         (cpu_kernels_use_avx2() ? "AVX2+FMA copy" : "baseline-ISA copy (this CPU lacks AVX2 or FMA)");
+}
+
+}  // namespace
+
 TORCH_LIBRARY_IMPL(fused, CPU, m) {
   m.impl("softmax_bias_sigmoid", &softmax_bias_sigmoid_cpu);
   m.impl("softmax_bias_sigmoid_forward", &softmax_bias_sigmoid_forward_cpu);
+  m.impl("explain_softmax_bias_sigmoid", &explain_cpu);
 }
 
 #define FUSED_OPS_REFUSE_LAYOUT(key)                                                       \
@@ -741,6 +800,7 @@ FUSED_OPS_REFUSE_LAYOUT(SparseCsrMeta)
 TORCH_LIBRARY_IMPL(fused, CUDA, m) {
   m.impl("softmax_bias_sigmoid", &softmax_bias_sigmoid_cuda);
   m.impl("softmax_bias_sigmoid_forward", &softmax_bias_sigmoid_forward_cuda);
+  m.impl("explain_softmax_bias_sigmoid", &explain_cuda);
 }
 
 FUSED_OPS_REFUSE_LAYOUT(SparseCUDA)

@@ -52,6 +52,9 @@ float scale_as_float(double scale);
 // scale_as_float.
 double kernel_scale(at::ScalarType dtype, double scale);
 
+// Whether the CPU kernels run their AVX2+FMA copy on this CPU.
+bool cpu_kernels_use_avx2();
+
 // The CPU kernel: writes out (same shape as x, any strides) from x and a contiguous bias of
 // C values, all of x's dtype.
 void softmax_bias_sigmoid_cpu_kernel(const at::Tensor& x, const at::Tensor& bias, double scale,

@@ -44,9 +44,9 @@ _load_library()
 
 from . import _build_info  # noqa: E402
 from .models import Model, ModelNew  # noqa: E402
-from .ops import conv_transpose2d_softmax_bias_sigmoid, kernel_images, softmax_bias_sigmoid  # noqa: E402
+from .ops import conv_transpose2d_softmax_bias_sigmoid, explain, kernel_images, softmax_bias_sigmoid  # noqa: E402
 
 BUILT_FOR = {"torch": _build_info.TORCH_VERSION, "cuda": _build_info.CUDA_VERSION,
              "archs": _build_info.ARCHS}
 
-__all__ = ["Model", "ModelNew", "softmax_bias_sigmoid", "conv_transpose2d_softmax_bias_sigmoid", "kernel_images", "library_path", "BUILT_FOR", "__version__"]
+__all__ = ["Model", "ModelNew", "softmax_bias_sigmoid", "conv_transpose2d_softmax_bias_sigmoid", "explain", "kernel_images", "library_path", "BUILT_FOR", "__version__"]

@@ -65,3 +65,11 @@ def kernel_images(device: torch.device | str = "cpu") -> list[str]:
     image each kernel variant runs from there, honouring FUSED_OPS_ARCH ("... : sm_89 PTX (JIT)").
     """
     return torch.ops.fused.kernel_images(torch.empty(0, device=device))
+
+
+def explain(x: torch.Tensor, bias: torch.Tensor) -> str:
+    """Diagnostics: which kernel ``softmax_bias_sigmoid(x, bias, scale)`` runs for these tensors,
+    by the op's own choice. On CUDA the variant's kernel, dtype and constexprs (its layout
+    flavour and tile) and the image it runs from, e.g. "softmax_bias_sigmoid fp32
+    ...,SECTOR_STORES=8,... (sm_90 cubin)"; on the CPU which copy of the CPU kernel."""
+    return torch.ops.fused.explain_softmax_bias_sigmoid(x, bias)
