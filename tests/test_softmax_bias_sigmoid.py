@@ -197,7 +197,7 @@ def explained_constexprs(x, bias):
 # The flavour each layout takes (csrc/ops/softmax_bias_sigmoid.cpp: forward_flavours).
 EXPLAINED_FLAVOURS = {
     "nchw aligned": dict(CONTIGUOUS=1, ALIGNED=1),
-    "nchw odd rows": dict(CONTIGUOUS=1, ALIGNED=0),
+    "nchw misaligned pointer": dict(CONTIGUOUS=1, ALIGNED=0),
     "channels_last aligned": dict(CHANNELS_LAST=1),
     "strided": dict(CONTIGUOUS=0, CHANNELS_LAST=0, INNER_STRIDE_2=1, OUT_CONTIGUOUS=1),
     "transposed spatial dims": dict(CONTIGUOUS=0, CHANNELS_LAST=0, INNER_STRIDE_2=0),
@@ -207,7 +207,8 @@ EXPLAINED_FLAVOURS = {
 @pytest.mark.cuda
 @pytest.mark.parametrize("flavour", EXPLAINED_FLAVOURS)
 def test_cuda_explain_names_the_layout_flavour(flavour):
-    base, _ = make_inputs(past_small_tensors(flavour_case_shape(32), torch.float32), torch.float32, "cuda")
+    # Rows of 1024 positions: x[..., ::2]'s inner groups of 512 hold whole span tiles.
+    base, _ = make_inputs(past_small_tensors((2, 32, 2, 1024), torch.float32), torch.float32, "cuda")
     x = FLAVOUR_CASES[flavour](base)
     constexprs, text = explained_constexprs(x, torch.randn(x.shape[1], device="cuda"))
     assert text.startswith("softmax_bias_sigmoid fp32 ") and "(sm_" in text, text
