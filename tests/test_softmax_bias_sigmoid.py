@@ -222,7 +222,7 @@ def test_cuda_explain_the_workload_rows_and_the_split():
     x = torch.randn(2, 128, 129, 129, device="cuda")
     constexprs, text = explained_constexprs(x, torch.randn(128, device="cuda"))
     assert constexprs["CONTIGUOUS"] == 1 and constexprs["SECTOR_STORES"] > 0, text
-    wide = torch.randn(1, 32768, 2, 3, device="cuda")
+    wide = torch.randn(2, 32768, 2, 3, device="cuda")
     assert fused_ops.explain(wide, torch.randn(32768, device="cuda")).startswith("softmax_bias_sigmoid_split fp32")
     assert " fp64 " in fused_ops.explain(x.double(), torch.randn(128, device="cuda", dtype=torch.float64))
 
