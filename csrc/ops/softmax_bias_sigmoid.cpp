@@ -561,33 +561,28 @@ at::Tensor softmax_bias_sigmoid_cuda(const at::Tensor& x, const at::Tensor& bias
   return run_forward_cuda(x, bias, scale);
 }
 
-// What the forward would launch for (x, bias), through the same view and choice, and from which
-// image of this GPU.
+// What the forward would launch for (x, bias): the same view (and contiguous copy) and the
+// same choice, and the image of this GPU each variant runs from.
 std::string explain_cuda(const at::Tensor& x, const at::Tensor& bias) {
-  check_inputs(x, bias);
-  if (x.numel() == 0) return "no kernel: x is empty";
-  const c10::cuda::CUDAGuard guard(x.device());
-  at::Tensor input = x;
-  at::Tensor out = at::empty_like(x);
-  std::string copied;
-  ChannelView v;
-  if (!channel_view(input, out, v)) {
-    input = x.contiguous();
-    out = at::empty_like(input);
-    TORCH_INTERNAL_ASSERT(channel_view(input, out, v));
-    copied = " on a contiguous copy of x (its spatial strides need more than two groups)";
-  }
-  const ForwardChoice choice = choose_forward(input, bias.reshape({-1}).contiguous(), out, v, false);
-  const int device = x.get_device();
-  const auto with_image = [device](const Variant& variant) {
-    return describe(variant) + " (" + image_for_device(variant, device) + ")";
-  };
-  if (choice.split != nullptr) {
-    return with_image(*choice.split->statistics) + ", then " + with_image(*choice.split->output) +
-           copied + ": C = " + std::to_string(v.channels) +
-           " is beyond every single-pass tile of contiguous NCHW";
-  }
-  return with_image(*choice.variant) + copied;
+  std::string text = "no kernel: x is empty";
+  with_channel_view(x, bias, [&](const at::Tensor& input, const at::Tensor& bias_flat,
+                                 at::Tensor& out, const ChannelView& v) {
+    const c10::cuda::CUDAGuard guard(input.device());
+    const ForwardChoice choice = choose_forward(input, bias_flat, out, v, false);
+    const int device = input.get_device();
+    const auto with_image = [device](const Variant& variant) {
+      return describe(variant) + " (" + image_for_device(variant, device) + ")";
+    };
+    text = choice.split != nullptr
+               ? with_image(*choice.split->statistics) + ", then " +
+                     with_image(*choice.split->output) + ": C = " + std::to_string(v.channels) +
+                     " is beyond every single-pass tile of contiguous NCHW"
+               : with_image(*choice.variant);
+    if (!input.is_same(x)) {
+      text += "; on a contiguous copy of x (its spatial strides need more than two groups)";
+    }
+  });
+  return text;
 }
 
 OutAndStats softmax_bias_sigmoid_forward_cuda(const at::Tensor& x, const at::Tensor& bias,
