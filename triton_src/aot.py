@@ -268,7 +268,7 @@ def compile_job(job: Job) -> Compiled:
 
 def embed(name: str, path: Path, data: bytes) -> str:
     """The bytes of `path` as the array `name`, by the assembler's .incbin: a C++ byte-array
-    literal took the compiler a minute per architecture. The digest puts the contents into the
+    literal is slow to compile (docs/performance.md). The digest puts the contents into the
     source text, so that the build recompiles it when an image changes (its dependency scan
     does not see .incbin's file)."""
     path.write_bytes(data)

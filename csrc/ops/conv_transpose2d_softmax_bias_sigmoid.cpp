@@ -144,8 +144,8 @@ at::Tensor conv_transpose2d_softmax_bias_sigmoid_unsupported_layout(
 constexpr const char* kKernel = "conv_transpose2d_softmax_bias_sigmoid";
 
 // Outside the fused kernel on CUDA: cuDNN's convolution in channels_last, which it runs without
-// the two layout transposes it wraps around an NCHW one (H100 profile of the workload: 1.1 ms
-// of that route's 2.5), then the tail reading that layout and writing the NCHW output in one pass.
+// the two layout transposes it wraps around an NCHW one (docs/performance.md), then the tail
+// reading that layout and writing the NCHW output in one pass.
 at::Tensor unfused_cuda(const at::Tensor& x, const at::Tensor& weight,
                         const std::optional<at::Tensor>& conv_bias, const at::Tensor& bias,
                         at::IntArrayRef stride, at::IntArrayRef padding,
