@@ -14,7 +14,7 @@ and either; such a tile is kept only where it beats, in the same run, every tile
 launcher's order would put after it for C equal to the bucket (RIVALS). --flavours re-measures
 some flavours (and their rivals) and keeps the table's entries of the others. The launcher then
 takes, per call, the variant of the call's flavour and dtype with the smallest BLOCK_C that
-holds C (C++: choose_from), falling back to the two-pass tile above the largest bucket; the
+holds C (csrc/ops/flavour_choice.cpp), falling back to the two-pass tile above the largest bucket; the
 aligned spans' two-pass tile is timed at several C and replaces the single-pass tiles from the
 first bucket where it is faster.
 
@@ -43,8 +43,12 @@ import torch
 import triton
 import triton.testing
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "triton_src"))
+import softmax_bias_sigmoid_flavours as flavours_registry  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 KERNEL_PATH = ROOT / "triton_src" / "softmax_bias_sigmoid.py"
+KERNEL_NAME = "softmax_bias_sigmoid"
 TUNING_NAME = "softmax_bias_sigmoid_tuning.json"
 TARGET_BYTES = 128 << 20
 BUCKETS = (4, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
@@ -77,35 +81,33 @@ SPAN_SWEEP_STAGES = 3
 INDEX64_TILES = ((16, 64, 4, True), (128, 16, 4, True), (32, 32, 4, False))
 SIZE_CLASSES = {"fp32": (torch.float32, ("fp32",)), "fp16": (torch.float16, ("fp16", "bf16"))}
 
-FLAVOURS = {
-    # name: (CONTIGUOUS, CHANNELS_LAST, ALIGNED, CHANNELS_EXACT, SECTOR_STORES)
-    "nchw": (1, 0, 0, 0, 0),
-    "nchw_exact": (1, 0, 0, 1, 0),
-    "nchw_sector": (1, 0, 0, 0, 1),
-    "nchw_sector_exact": (1, 0, 0, 1, 1),
-    "nchw_aligned": (1, 0, 1, 0, 0),
-    "channels_last": (0, 1, 0, 0, 0),
-    "channels_last_aligned": (0, 1, 1, 0, 0),
-    "strided": (0, 0, 0, 0, 0),
-    "strided_span_aligned": (0, 0, 1, 0, 0),
-    "nchw_small_tensor": (1, 0, 0, 0, 0),
-    "nchw_aligned_small_tensor": (1, 0, 1, 0, 0),
-}
+# The flavours tuned here, as triton_src/softmax_bias_sigmoid_flavours.py names them; the
+# others are twins of these tiles (softmax_bias_sigmoid.py) or not tuned (64-bit offsets).
+TUNED = ("nchw", "nchw_exact", "nchw_sector", "nchw_sector_exact", "nchw_aligned", "channels_last",
+         "channels_last_aligned", "strided", "strided_span_aligned", "nchw_small_tensor", "nchw_aligned_small_tensor")
+
+
+def promise(flavour: str, key: str) -> int:
+    return int(flavours_registry.by_name(KERNEL_NAME, flavour).promises.get(key, 0))
+
+
+FLAVOURS = {name: tuple(promise(name, key) for key in ("CONTIGUOUS", "CHANNELS_LAST", "ALIGNED", "CHANNELS_EXACT",
+                                                       "SECTOR_STORES"))
+            for name in TUNED}
 # Tiles for tensors of at most 1 MB (csrc: kSmallTensorBytes), which move in less time than a
 # launch takes: timed on SMALL_TENSOR_BYTES, with buckets down to one channel and few values a
 # thread, so that the grid spreads over the SMs and no thread computes masked channels
 # (triton_src/softmax_bias_sigmoid.py has the measurements).
-SMALL_TENSOR_FLAVOURS = ("nchw_small_tensor", "nchw_aligned_small_tensor")
+SMALL_TENSOR_FLAVOURS = tuple(name for name in TUNED if promise(name, "SMALL_TENSOR"))
 SMALL_TENSOR_BYTES = 512 << 10
 SMALL_TENSOR_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 # The flavours whose tiles are kept only where they beat, in the same run, those of every rival:
-# the flavours that csrc/ops/softmax_bias_sigmoid.cpp (choose_from, forward_flavours) tries
-# after them for C equal to the bucket.
-RIVALS = {
-    "nchw_sector_exact": ("nchw_sector", "nchw_exact", "nchw"),
-    "nchw_sector": ("nchw_exact", "nchw"),
-    "nchw_exact": ("nchw",),
-}
+# the tuned flavours that the launcher would run instead for C equal to the bucket
+# (flavours_registry.rivals), timed on the same tensors.
+_SAME_CASE = ("CONTIGUOUS", "CHANNELS_LAST", "ALIGNED", "SMALL_TENSOR", "INNER_STRIDE_2")
+RIVALS = {name: tuple(r.name for r in flavours_registry.rivals(flavours_registry.by_name(KERNEL_NAME, name))
+                      if r.name in TUNED and all(promise(r.name, key) == promise(name, key) for key in _SAME_CASE))
+          for name in TUNED}
 
 
 def sector_elements(dtype: torch.dtype) -> int:

@@ -31,6 +31,19 @@ struct Argument {
   int param;
 };
 
+// A layout flavour of a kernel (triton_src/softmax_bias_sigmoid_flavours.py): what its variants
+// are compiled to assume, and what a call must have to run one. The table lists a kernel's
+// flavours in the order the launcher tries them (csrc/ops/flavour_choice.h).
+struct Flavour {
+  const char* kernel;
+  const char* name;
+  const char* const* required_facts;  // by name (csrc/ops/flavour_choice.h: Fact)
+  size_t num_required_facts;
+  bool exact_channels;      // its tiles serve C equal to their BLOCK_C only
+  int same_tiles_as;        // a flavour whose tile of the same BLOCK_C it must match, or -1
+  bool within_inner_group;  // a tile's BLOCK_S must divide the strided view's inner group
+};
+
 struct Constexpr {
   const char* name;
   int64_t value;
@@ -54,6 +67,7 @@ struct Variant {
   size_t num_arguments;
   const Image* images;
   size_t num_images;
+  int flavour;  // its index in KernelTable::flavours; -1 for kernels without flavours
 
   // The value of a tl.constexpr argument of this variant; -1 if it has none of that name.
   int64_t constexpr_value(const char* name) const {
@@ -70,6 +84,8 @@ struct KernelTable {
   const Variant* variants;
   size_t size;
   const char* archs;  // the build's arch list, e.g. "80;86;89;90"
+  const Flavour* flavours;
+  size_t num_flavours;
 };
 
 const KernelTable& kernel_table();

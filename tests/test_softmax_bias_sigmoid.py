@@ -2,6 +2,7 @@
 import importlib.metadata
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 
@@ -149,7 +150,7 @@ def misaligned(x: torch.Tensor) -> torch.Tensor:
     return view
 
 
-# One case per kernel flavour the launcher picks between (see csrc/ops/softmax_bias_sigmoid.cpp):
+# One case per kernel flavour the launcher picks between (triton_src/softmax_bias_sigmoid_flavours.py):
 # rows that start on 16 bytes take the aligned variants, the rest the unaligned ones; unaligned
 # fp16/bf16 NCHW tiles also have a twin for C a multiple of 16 (32, 2000; not 40).
 FLAVOUR_CASES = {
@@ -186,45 +187,82 @@ def test_cuda_layout_flavours(flavour, dtype, channels):
         assert out.stride() == x.stride(), f"{flavour}: output does not keep the input's layout"
 
 
-def explained_constexprs(x, bias):
-    """fused_ops.explain's variant as {constexpr: value}, and its whole text."""
+def explained_flavour(x, bias):
+    """The flavour fused_ops.explain names, and its whole text."""
     text = fused_ops.explain(x, bias)
-    variant = text.split(" (")[0]
-    pairs = variant.split(" ")[2].split(",") if variant.count(" ") >= 2 else []
-    return {name: int(value) for name, value in (pair.split("=") for pair in pairs)}, text
+    assert "; flavour " in text, text
+    return text.split("; flavour ")[1].split(";")[0], text
 
 
-# The flavour each layout takes (csrc/ops/softmax_bias_sigmoid.cpp: forward_flavours).
+# The flavour each layout takes (triton_src/softmax_bias_sigmoid_flavours.py), where the tile
+# table may decide between some (odd NCHW rows: whole-sector stores or not, exact C or not).
 EXPLAINED_FLAVOURS = {
-    "nchw aligned": dict(CONTIGUOUS=1, ALIGNED=1),
-    "nchw misaligned pointer": dict(CONTIGUOUS=1, ALIGNED=0),
-    "channels_last aligned": dict(CHANNELS_LAST=1),
-    "strided": dict(CONTIGUOUS=0, CHANNELS_LAST=0, INNER_STRIDE_2=1, OUT_CONTIGUOUS=1),
-    "transposed spatial dims": dict(CONTIGUOUS=0, CHANNELS_LAST=0, INNER_STRIDE_2=0),
+    "nchw aligned": {"nchw_aligned"},
+    "nchw misaligned pointer": {"nchw", "nchw_exact", "nchw_sector", "nchw_sector_exact"},
+    "channels_last aligned": {"channels_last_aligned"},
+    "channels_last odd C": {"channels_last"},
+    "strided": {"strided_span"},
+    "transposed spatial dims": {"strided"},
 }
+# Meta tensors stand for CUDA tensors of their layout: the choice is checked without a GPU too.
+NEEDS_CUDA_KERNELS = pytest.mark.skipif(not any(" sm_" in line for line in fused_ops.kernel_images()),
+                                        reason="this build of fused_ops has no CUDA kernels")
+EXPLAIN_DEVICES = [pytest.param("meta", marks=NEEDS_CUDA_KERNELS), pytest.param("cuda", marks=pytest.mark.cuda)]
 
 
-@pytest.mark.cuda
+@pytest.mark.parametrize("device", EXPLAIN_DEVICES)
 @pytest.mark.parametrize("flavour", EXPLAINED_FLAVOURS)
-def test_cuda_explain_names_the_layout_flavour(flavour):
+def test_explain_names_the_layout_flavour(flavour, device):
     # Rows of 1024 positions: x[..., ::2]'s inner groups of 512 hold whole span tiles.
-    base, _ = make_inputs(past_small_tensors((2, 32, 2, 1024), torch.float32), torch.float32, "cuda")
-    x = FLAVOUR_CASES[flavour](base)
-    constexprs, text = explained_constexprs(x, torch.randn(x.shape[1], device="cuda"))
-    assert text.startswith("softmax_bias_sigmoid fp32 ") and "(sm_" in text, text
-    assert {name: constexprs.get(name) for name in EXPLAINED_FLAVOURS[flavour]} == EXPLAINED_FLAVOURS[flavour], text
+    x = FLAVOUR_CASES[flavour](torch.zeros(past_small_tensors((2, 32, 2, 1024), torch.float32), device=device))
+    name, text = explained_flavour(x, torch.zeros(x.shape[1], device=device))
+    assert text.startswith("softmax_bias_sigmoid fp32 ") and ("(sm_" in text) == (device == "cuda"), text
+    assert name in EXPLAINED_FLAVOURS[flavour], text
 
 
-@pytest.mark.cuda
-def test_cuda_explain_the_workload_rows_and_the_split():
+@NEEDS_CUDA_KERNELS
+def test_explain_gives_the_reasons_and_the_copy():
+    x = misaligned(torch.empty(past_small_tensors((2, 32, 2, 1024), torch.float32), device="meta"))
+    _, text = explained_flavour(x, torch.empty(32, device="meta"))
+    assert "nchw_aligned (needs nchw_rows_aligned)" in text, text
+    five_d = torch.empty(2, 8, 4, 4, 4, device="meta")[:, :, ::2, ::2, ::2]
+    assert fused_ops.explain(five_d, torch.empty(8, device="meta")).endswith(
+        "on a contiguous copy of x (its spatial strides need more than two groups)")
+
+
+@NEEDS_CUDA_KERNELS
+def test_explain_64_bit_offsets_and_small_tensors():
+    """A sample past 2**31 elements takes the 64-bit strided flavour; a tensor of at most 1 MB the
+    tiles tuned for those, on meta tensors, which cost no memory."""
+    huge = torch.empty(1, 64, 2**14, 2**14 + 1, device="meta")
+    assert explained_flavour(huge, torch.empty(64, device="meta"))[0] == "strided_index64"
+    small = torch.empty(2, 16, 8, 8, device="meta")
+    assert explained_flavour(small, torch.empty(16, device="meta"))[0] in {"nchw_aligned_small_tensor", "nchw_small_tensor"}
+
+
+@pytest.mark.parametrize("device", EXPLAIN_DEVICES)
+def test_explain_the_workload_rows_and_the_split(device):
     """The workload's odd 129 x 129 rows take whole-sector stores; C = 32768 in NCHW, beyond
     every single-pass tile, the split kernel's two launches; float64 its own variant."""
-    x = torch.randn(2, 128, 129, 129, device="cuda")
-    constexprs, text = explained_constexprs(x, torch.randn(128, device="cuda"))
-    assert constexprs["CONTIGUOUS"] == 1 and constexprs["SECTOR_STORES"] > 0, text
-    wide = torch.randn(2, 32768, 2, 3, device="cuda")
-    assert fused_ops.explain(wide, torch.randn(32768, device="cuda")).startswith("softmax_bias_sigmoid_split fp32")
-    assert " fp64 " in fused_ops.explain(x.double(), torch.randn(128, device="cuda", dtype=torch.float64))
+    x = torch.zeros(2, 128, 129, 129, device=device)
+    name, text = explained_flavour(x, torch.zeros(128, device=device))
+    assert name.startswith("nchw_sector"), text
+    wide = torch.zeros(2, 32768, 2, 3, device=device)
+    assert fused_ops.explain(wide, torch.zeros(32768, device=device)).startswith("softmax_bias_sigmoid_split fp32")
+    assert " fp64 " in fused_ops.explain(x.double(), torch.zeros(128, device=device, dtype=torch.float64))
+
+
+@pytest.mark.cuda
+def test_cuda_explain_matches_the_meta_answer():
+    """The meta stand-in answers as a CUDA tensor of the same layout does, but for the image."""
+    def without_image(text):
+        return re.sub(r" \((sm_\d+ cubin|sm_\d+ PTX \(JIT\)|for CUDA)\)", "", text)
+
+    for flavour, layout in FLAVOUR_CASES.items():
+        shape = past_small_tensors(flavour_case_shape(40), torch.float32)
+        on_gpu, on_meta = (layout(torch.zeros(shape, device=device)) for device in ("cuda", "meta"))
+        texts = [without_image(fused_ops.explain(x, torch.zeros(40, device=x.device))) for x in (on_gpu, on_meta)]
+        assert texts[0] == texts[1], flavour
 
 
 def test_explain_on_the_cpu_names_the_cpu_kernel_and_checks_inputs():

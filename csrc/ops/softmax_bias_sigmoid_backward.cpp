@@ -20,6 +20,7 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include "launcher.h"
+#include "ops/flavour_choice.h"
 #endif
 
 namespace fused_ops {
@@ -193,12 +194,17 @@ Gradients backward_cuda_into(const at::Tensor& grad_out, const at::Tensor& x,
                                                                   const BackwardView& view) {
     const ChannelView& v = view.grad_out;
     const ChannelStrides& gx = view.grad_x.out;
-    const Variant& variant = choose_variant(
-        "softmax_bias_sigmoid_backward", input.scalar_type(), v.channels,
-        positions_contiguous(view.grad_out) && positions_contiguous(view.grad_x),
-        offsets_fit_in_32_bits(view.grad_out) && offsets_fit_in_32_bits(view.grad_x),
-        softmax_stats.has_value() && all_offsets_fit_in_32_bits(view.grad_out) &&
-            all_offsets_fit_in_32_bits(view.grad_x));
+    // The facts of the backward's flavours (triton_src/softmax_bias_sigmoid_flavours.py), over
+    // grad_out's view and grad_x's alike.
+    Facts facts;
+    set(facts, Fact::kOffsets32Bits, offsets_fit_in_32_bits(view.grad_out) && offsets_fit_in_32_bits(view.grad_x));
+    set(facts, Fact::kPositionsContiguous,
+        positions_contiguous(view.grad_out) && positions_contiguous(view.grad_x));
+    set(facts, Fact::kSoftmaxStats, softmax_stats.has_value() && all_offsets_fit_in_32_bits(view.grad_out) &&
+                                        all_offsets_fit_in_32_bits(view.grad_x));
+    const Variant& variant =
+        *choose_flavour("softmax_bias_sigmoid_backward", input.scalar_type(), v.channels, v.inner_size, facts)
+             .variant;
     // Dense as the forward returns them, so contiguous() copies nothing there.
     const at::Tensor stats = variant.constexpr_value("SOFTMAX_STATS") == 1
                                  ? softmax_stats->contiguous()

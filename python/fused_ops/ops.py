@@ -71,5 +71,7 @@ def explain(x: torch.Tensor, bias: torch.Tensor) -> str:
     """Diagnostics: which kernel ``softmax_bias_sigmoid(x, bias, scale)`` runs for these tensors,
     by the op's own choice. On CUDA the variant's kernel, dtype and constexprs (its layout
     flavour and tile) and the image it runs from, e.g. "softmax_bias_sigmoid fp32
-    ...,SECTOR_STORES=8,... (sm_90 cubin)"; on the CPU which copy of the CPU kernel."""
+    ...,SECTOR_STORES=8,... (sm_90 cubin)"; on the CPU which copy of the CPU kernel. Tensors on
+    the ``meta`` device stand for CUDA tensors of the same layout (storage on 16 bytes, as CUDA
+    allocates it): their answer is the CUDA choice, with no GPU needed."""
     return torch.ops.fused.explain_softmax_bias_sigmoid(x, bias)
