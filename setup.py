@@ -3,7 +3,7 @@
     pip install --no-build-isolation .          # or: pip wheel --no-build-isolation .
 
 Environment:
-    FUSED_OPS_ARCHS   GPU archs to compile for (default 80;86;89;90); the PTX of the highest
+    FUSED_OPS_ARCHS   GPU archs to compile for (default 80;89;90: sm_86 runs sm_80's); the PTX of the highest
                       one below 90 is embedded too, for GPUs newer than the list.
     FUSED_OPS_CUDA=0  build the CPU kernels only (automatic when torch has no CUDA).
     CUDA_HOME         a CUDA toolkit to take headers and libcudart from; without one, the
@@ -87,7 +87,7 @@ class BuildWithKernels(BuildExtension):
         info.write_text(f'"""Written by setup.py at build time."""\n'
                         f"TORCH_VERSION = {torch.__version__!r}\n"
                         f"CUDA_VERSION = {torch.version.cuda if WITH_CUDA else None!r}\n"
-                        f"ARCHS = {os.environ.get('FUSED_OPS_ARCHS', '80;86;89;90') if WITH_CUDA else ''!r}\n")
+                        f"ARCHS = {os.environ.get('FUSED_OPS_ARCHS', '80;89;90') if WITH_CUDA else ''!r}\n")
 
 
 def extension():

@@ -83,7 +83,7 @@ struct Variant {
 struct KernelTable {
   const Variant* variants;
   size_t size;
-  const char* archs;  // the build's arch list, e.g. "80;86;89;90"
+  const char* archs;  // the build's arch list, e.g. "80;89;90"
   const Flavour* flavours;
   size_t num_flavours;
 };

@@ -1,6 +1,6 @@
 """Build-time compiler: Triton kernels in triton_src/ become one C++ source of embedded images.
 
-    python triton_src/aot.py --out-dir BUILD_DIR [--archs 80,86,89,90] [--jobs N]
+    python triton_src/aot.py --out-dir BUILD_DIR [--archs 80,89,90] [--jobs N]
 
 Every module in this folder that declares ``VARIANTS`` is a kernel: its ``@triton.jit``
 function named ``KERNEL_NAME``, its argument ``SIGNATURE`` and ``DTYPES`` (a variant may
@@ -40,7 +40,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_ARCHS = (80, 86, 89, 90)
+# sm_86 (RTX 30xx, A10, A40) runs the sm_80 cubins: machine code runs on later minor versions of
+# its major one (csrc/launcher.cpp: cubin_runs_on), so a build of its own would only cost time.
+DEFAULT_ARCHS = (80, 89, 90)
 ARCHS_ENV = "FUSED_OPS_ARCHS"
 CACHE_ENV = "FUSED_OPS_KERNEL_CACHE"
 # pip's editable installs and wheels build in fresh temporary folders, CMake in its own: the
@@ -50,8 +52,9 @@ CACHED_SOURCE_STATES = 3  # folders of other triton_src contents kept, most rece
 # Rough compile time of one kernel on one core, for the estimate printed before a build.
 SECONDS_PER_KERNEL = 0.7
 # Shared memory one block may use, by arch, where it is below what Triton assumes: sm_86 and
-# sm_89 (the RTX 4090) allow 99 KB. A variant over it would compile and then fail to launch.
-SHARED_LIMIT = {86: 99 * 1024, 89: 99 * 1024}
+# sm_89 (the RTX 4090) allow 99 KB, and the sm_80 images run on sm_86 too. A variant over it
+# would compile and then fail to launch.
+SHARED_LIMIT = {80: 99 * 1024, 86: 99 * 1024, 89: 99 * 1024}
 
 # PTX parameter declarations: ".param .u64 .ptr .global .align 1 name_param_3".
 _PTX_PARAM = re.compile(r"\.param\s+\.(\w+)(\s+\.ptr)?[^,)]*?_param_(\d+)")
@@ -142,7 +145,7 @@ def parse_archs(text: str) -> list[int]:
             continue
         digits = item.lower().removeprefix("sm_").removeprefix("sm").rstrip("a")
         if not digits.isdigit():
-            raise SystemExit(f"aot.py: cannot read arch {item!r} in {text!r}; write e.g. 80,86,89,90")
+            raise SystemExit(f"aot.py: cannot read arch {item!r} in {text!r}; write e.g. 80,89,90")
         archs.append(int(digits))
     if not archs:
         raise SystemExit(f"aot.py: the arch list {text!r} is empty")
