@@ -15,7 +15,9 @@ float64 reference, then times (medians of triton.testing.do_bench, L2 cleared be
 - a training step (forward, then backward from a random gradient): time and peak memory above
   what was allocated before it;
 - with TF32 convolutions turned off, outside the fused kernel: Model eager, torch.compile(Model),
-  ModelNew's fallback, and the NCHW route it replaced.
+  ModelNew's fallback, and the NCHW route it replaced;
+- in fp16 and bf16, under no_grad and with grad enabled: Model eager, torch.compile(Model) and
+  ModelNew in that dtype, and their errors against float64.
 
 With --sweep it also JIT-compiles the kernel of triton_src/ over tile configurations, checks and
 times each, and breaks the best down: "conv only" stores the convolution without the softmax
@@ -28,6 +30,7 @@ csrc/ops/conv_transpose2d_softmax_bias_sigmoid.cpp does (the tests run it in Tri
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib.util
 import sys
 import time
@@ -198,7 +201,8 @@ def main(argv=None) -> int:
           f"(first 4 samples) {report['max_abs_err_model_new_vs_float64_first_4']:.2e} (Model: "
           f"{report['max_abs_err_model_vs_float64_first_4']:.2e})", flush=True)
 
-    compiled = {"torch.compile(Model)": torch.compile(model)}
+    compile_name = "torch.compile(Model)"
+    compiled = {compile_name: torch.compile(model)}
     if args.max_autotune:
         compiled["torch.compile(Model, max-autotune)"] = torch.compile(model, mode="max-autotune")
     op_args = (x, conv.weight, conv.bias, model.bias, *geometry, scale)
@@ -260,6 +264,33 @@ def main(argv=None) -> int:
     compiled.clear()
     torch.compiler.reset()
 
+    # Half precision: the layer in fp16 and bf16, ModelNew (the fused kernel) against Model and
+    # torch.compile(Model) in the same dtype, and each one's error against float64.
+    report["half_precision_max_abs_err_first_4"] = {}
+    for dtype_name, dtype in (("fp16", torch.float16), ("bf16", torch.bfloat16)):
+        half_model, half_new = copy.deepcopy(model).to(dtype), copy.deepcopy(model_new).to(dtype)
+        half_compiled = torch.compile(half_model)
+        x_half = x.to(dtype)
+        with torch.no_grad():
+            small = x_half[:4].double()
+            reference64 = torch.sigmoid((torch.softmax(F.conv_transpose2d(
+                small, half_model.conv_transpose.weight.double(), half_model.conv_transpose.bias.double(),
+                *geometry), dim=1) + half_model.bias.double()) * scale)
+            report["half_precision_max_abs_err_first_4"][dtype_name] = {
+                name: max_abs_error(m(x_half[:4]).double(), reference64)
+                for name, m in (("ModelNew", half_new), ("Model, eager", half_model))}
+            del reference64, small
+        candidates = {"Model, eager": half_model, compile_name: half_compiled, "ModelNew": half_new}
+        for mode, grad_mode in (("no_grad", torch.no_grad), ("grad_enabled", torch.enable_grad)):
+            timings[f"{dtype_name}_{mode}"] = {}
+            with grad_mode():
+                for name, m in candidates.items():
+                    timings[f"{dtype_name}_{mode}"][name] = bench(lambda m=m: m(x_half))
+                    print(f"  {dtype_name} {mode} {name}: {timings[f'{dtype_name}_{mode}'][name]:.3f} ms", flush=True)
+        del half_model, half_new, half_compiled, x_half, candidates
+        torch.compiler.reset()
+    print(f"  half precision errors vs float64: {report['half_precision_max_abs_err_first_4']}", flush=True)
+
     breakdown = {}
     if args.sweep:
         sweep = []
@@ -297,7 +328,6 @@ def main(argv=None) -> int:
     print(f"({time.monotonic() - started:.0f} s)")
 
     # The short table, last.
-    compile_name = "torch.compile(Model)"
     modes = ("no_grad", "grad_enabled", "training_step", "tf32_off")
     print(f"\n{'ms (' + info['device'] + ')':<52}{'no_grad':>9}{'grad':>9}{'train':>9}{'no TF32':>9}{'peak GiB':>9}")
     for name in {**timings["no_grad"], **timings["tf32_off"]}:
@@ -307,6 +337,14 @@ def main(argv=None) -> int:
     for mode in modes:
         ours, theirs = timings[mode]["ModelNew"], timings[mode][compile_name]
         print(f"  {mode}: ModelNew is {theirs / ours:.2f}x as fast as {compile_name}")
+    for dtype_name in ("fp16", "bf16"):
+        errors = report["half_precision_max_abs_err_first_4"][dtype_name]
+        print(f"  {dtype_name}: " + ", ".join(
+            f"{mode} ModelNew {timings[f'{dtype_name}_{mode}']['ModelNew']:.3f} ms, {compile_name} "
+            f"{timings[f'{dtype_name}_{mode}'][compile_name]:.3f} ms "
+            f"({timings[f'{dtype_name}_{mode}'][compile_name] / timings[f'{dtype_name}_{mode}']['ModelNew']:.2f}x)"
+            for mode in ("no_grad", "grad_enabled"))
+            + f"; error vs float64 {errors['ModelNew']:.1e} (Model {errors['Model, eager']:.1e})")
     for label, parts in breakdown.items():
         print(f"  breakdown {label} {parts['config']}: " + ", ".join(
             f"{k} {v:.3f}" for k, v in parts.items() if k != "config"))

@@ -287,6 +287,16 @@ std::string describe(const Variant& variant) {
   return text;
 }
 
+const char* triton_dtype(at::ScalarType dtype) {
+  switch (dtype) {
+    case at::kFloat: return "fp32";
+    case at::kHalf: return "fp16";
+    case at::kBFloat16: return "bf16";
+    case at::kDouble: return "fp64";
+    default: TORCH_CHECK(false, "fused_ops: no Triton kernels for ", dtype);
+  }
+}
+
 std::string image_for_device(const Variant& variant, int device) {
   const Image& image = image_for(variant, device);
   return "sm_" + std::to_string(image.arch) +

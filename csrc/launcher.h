@@ -8,6 +8,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include <c10/core/ScalarType.h>
 #include <c10/util/SmallVector.h>
 
 #include <cstdint>
@@ -57,5 +58,8 @@ std::string image_for_device(const Variant& variant, int device);
 
 // The variant's kernel, dtype and constexprs: "softmax_bias_sigmoid fp32 ALIGNED=0,BLOCK_C=128,...".
 std::string describe(const Variant& variant);
+
+// Triton's name of a dtype with kernels (Variant::dtype): "fp32", "fp16", "bf16", "fp64".
+const char* triton_dtype(at::ScalarType dtype);
 
 }  // namespace fused_ops

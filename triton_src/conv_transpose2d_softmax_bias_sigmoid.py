@@ -12,8 +12,9 @@ operand is contiguous along K.
 
 A program owns BLOCK_M positions (mh, m) of one row phase of one sample, flattened over that
 phase's rows, and all C_out channels (BLOCK_N >= C_out). GEMM M = positions, N = channels,
-K = taps x C_in in BLOCK_K chunks, fp32 operands on TF32 tensor cores as PyTorch's own convolution
-does by default. The input element of tap (t_h, t_w) is x[mh - t_h, m - t_w] whatever the column
+K = taps x C_in in BLOCK_K chunks, operands of x's dtype on the tensor cores (fp32 as TF32, as
+PyTorch's own convolution does by default; fp16 and bf16 as they are), accumulated in fp32; the
+epilogue runs in fp32 and the output is stored in x's dtype. The input element of tap (t_h, t_w) is x[mh - t_h, m - t_w] whatever the column
 phase, so with W_PHASES = 2 (stride_w == 2) one A tile feeds both column phases' GEMMs and the
 program stores both: 2 * BLOCK_M outputs a row segment, contiguous in NCHW. With W_PHASES = 1
 (any stride) a program owns one (row, column) phase.
@@ -55,7 +56,7 @@ SIGNATURE = {
     "scale": "fp32",
 }
 
-DTYPES = ("fp32",)
+DTYPES = ("fp32", "fp16", "bf16")
 
 
 def variant(w_phases, block_m, block_k, num_warps, num_stages, aligned=False, block_n=128, breakdown=0):

@@ -4,9 +4,9 @@
 //            dim=1) + bias) * scale), dilation 1, groups 1.
 //
 // CUDA runs it as one ahead-of-time compiled Triton kernel (the convolution's output never
-// reaches memory) where that kernel applies: float32 with TF32 allowed for convolutions
-// (torch.backends.cudnn.allow_tf32, PyTorch's default), C_out <= the widest channel tile built
-// (128), and 32-bit offsets within one sample. Elsewhere, and on the CPU, it runs ATen's
+// reaches memory) where that kernel applies: float16, bfloat16, or float32 with TF32 allowed for
+// convolutions (torch.backends.cudnn.allow_tf32, PyTorch's default); C_out <= the widest
+// channel tile built (128); and 32-bit offsets within one sample. Elsewhere, and on the CPU, it runs ATen's
 // convolution followed by fused::softmax_bias_sigmoid (on CUDA both in channels_last, the
 // tail writing NCHW). Either way the output is a contiguous NCHW tensor of x's dtype.
 // Differentiable in x, weight, conv_bias and bias (the Autograd kernel at the end).
@@ -107,6 +107,17 @@ at::Tensor conv_transpose2d_softmax_bias_sigmoid_meta(
   return at::empty_symint(shape, x.options());
 }
 
+// The memory format ATen's convolution of x runs fastest in. cuDNN's tensor-core kernels (fp16,
+// bf16, fp32 as TF32) are NHWC and wrap an NCHW convolution in transposes (1.1 ms of the
+// workload's 2.5 in eager fp32); its full-precision fp32 kernels are NCHW and transpose an NHWC
+// input instead (docs/performance.md has both measurements).
+at::MemoryFormat convolution_format(const at::Tensor& x) {
+  const at::ScalarType dtype = x.scalar_type();
+  const bool tensor_cores = x.is_cuda() && (dtype == at::kHalf || dtype == at::kBFloat16 ||
+                                            (dtype == at::kFloat && at::globalContext().allowTF32CuDNN()));
+  return tensor_cores ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+}
+
 // ATen's convolution, then the fused softmax tail (through the dispatcher, so either backend).
 at::Tensor unfused(const at::Tensor& x, const at::Tensor& weight,
                    const std::optional<at::Tensor>& conv_bias, const at::Tensor& bias,
@@ -143,14 +154,13 @@ at::Tensor conv_transpose2d_softmax_bias_sigmoid_unsupported_layout(
 
 constexpr const char* kKernel = "conv_transpose2d_softmax_bias_sigmoid";
 
-// Outside the fused kernel on CUDA: cuDNN's convolution in channels_last, which it runs without
-// the two layout transposes it wraps around an NCHW one (docs/performance.md), then the tail
+// Outside the fused kernel on CUDA: cuDNN's convolution in its fastest format, then the tail
 // reading that layout and writing the NCHW output in one pass.
 at::Tensor unfused_cuda(const at::Tensor& x, const at::Tensor& weight,
                         const std::optional<at::Tensor>& conv_bias, const at::Tensor& bias,
                         at::IntArrayRef stride, at::IntArrayRef padding,
                         at::IntArrayRef output_padding, double scale) {
-  const at::Tensor y = at::conv_transpose2d(x.contiguous(at::MemoryFormat::ChannelsLast), weight,
+  const at::Tensor y = at::conv_transpose2d(x.contiguous(convolution_format(x)), weight,
                                             conv_bias, stride, padding, output_padding,
                                             /*groups=*/1, /*dilation=*/1);
   return softmax_bias_sigmoid_cuda_into(y, bias, scale, at::empty(y.sizes(), y.options()));
@@ -158,10 +168,11 @@ at::Tensor unfused_cuda(const at::Tensor& x, const at::Tensor& weight,
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// The first variant (table order) with `w_phases` column phases a program, that the call's
-// alignment allows (ALIGNED ones only where `aligned`), whose channel tile holds C_out and whose
-// image on this device fits its shared memory per block; nullptr if none does.
-const Variant* choose_variant(int64_t w_phases, bool aligned, int64_t out_channels, int device) {
+// The first variant (table order) of x's dtype with `w_phases` column phases a program, that the
+// call's alignment allows (ALIGNED ones only where `aligned`), whose channel tile holds C_out and
+// whose image on this device fits its shared memory per block; nullptr if none does.
+const Variant* choose_variant(at::ScalarType dtype, int64_t w_phases, bool aligned, int64_t out_channels,
+                              int device) {
   int shared_limit = 0;
   C10_CUDA_CHECK(
       cudaDeviceGetAttribute(&shared_limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
@@ -169,6 +180,7 @@ const Variant* choose_variant(int64_t w_phases, bool aligned, int64_t out_channe
   for (size_t i = 0; i < table.size; ++i) {
     const Variant& candidate = table.variants[i];
     if (std::strcmp(candidate.kernel, kKernel) == 0 &&
+        std::strcmp(candidate.dtype, triton_dtype(dtype)) == 0 &&
         candidate.constexpr_value("W_PHASES") == w_phases &&
         (aligned || candidate.constexpr_value("ALIGNED") == 0) &&
         candidate.constexpr_value("BLOCK_N") >= out_channels &&
@@ -189,8 +201,9 @@ at::Tensor phase_weight(const at::Tensor& weight, int64_t taps_h, int64_t taps_w
                         at::IntArrayRef stride) {
   const int64_t pad_h = taps_h * stride[0] - weight.size(2);
   const int64_t pad_w = taps_w * stride[1] - weight.size(3);
-  return at::constant_pad_nd(weight, {0, pad_w, 0, pad_h})
-      .view({weight.size(0), weight.size(1), taps_h, stride[0], taps_w, stride[1]})
+  const at::Tensor padded = pad_h == 0 && pad_w == 0 ? weight : at::constant_pad_nd(weight, {0, pad_w, 0, pad_h});
+  return padded
+      .reshape({weight.size(0), weight.size(1), taps_h, stride[0], taps_w, stride[1]})
       .permute({3, 5, 1, 2, 4, 0})
       .contiguous();
 }
@@ -221,9 +234,11 @@ at::Tensor conv_transpose2d_softmax_bias_sigmoid_cuda(
                            out_channels * out_height * out_width <= kInt32Max &&
                            stride[0] * stride[1] * out_channels * taps_h * taps_w * in_channels <=
                                kInt32Max;
-  // The kernel's convolution is TF32, as ATen's is unless TF32 is turned off for cuDNN.
-  const bool tf32 = at::globalContext().allowTF32CuDNN();
-  if (x.scalar_type() != at::kFloat || !tf32 || !offsets_fit) {
+  // In float32 the kernel's convolution is TF32, as ATen's is unless TF32 is turned off for cuDNN.
+  const at::ScalarType dtype = x.scalar_type();
+  const bool kernel_dtype = dtype == at::kHalf || dtype == at::kBFloat16 ||
+                            (dtype == at::kFloat && at::globalContext().allowTF32CuDNN());
+  if (!kernel_dtype || !offsets_fit) {
     return unfused_cuda(x, weight, conv_bias, bias, stride, padding, output_padding, scale);
   }
   at::Tensor out = at::empty({batch, out_channels, out_height, out_width}, x.options());
@@ -236,7 +251,7 @@ at::Tensor conv_transpose2d_softmax_bias_sigmoid_cuda(
   // stride_w == 2: a program computes both column phases from one input tile and stores
   // contiguous row segments; any other stride, one phase a program.
   const int64_t w_phases = stride[1] == 2 ? 2 : 1;
-  const Variant* variant = choose_variant(w_phases, aligned, out_channels, device);
+  const Variant* variant = choose_variant(dtype, w_phases, aligned, out_channels, device);
   if (variant == nullptr) {
     return unfused_cuda(x, weight, conv_bias, bias, stride, padding, output_padding, scale);
   }
@@ -304,8 +319,8 @@ std::tuple<at::Tensor, at::Tensor> call_tail_backward(const at::Tensor& grad_out
 }
 
 // Saves the inputs, never the convolution's output (as large as the op's own): the backward
-// recomputes it with ATen's convolution, turns it into grad_y in place with the tail's fused
-// backward, and runs ATen's convolution backward on that.
+// recomputes it with ATen's convolution in its fastest format, turns it into grad_y in place with
+// the tail's fused backward, and runs ATen's convolution backward on that.
 class ConvTranspose2dSoftmaxBiasSigmoidFunction
     : public torch::autograd::Function<ConvTranspose2dSoftmaxBiasSigmoidFunction> {
  public:
@@ -330,7 +345,8 @@ class ConvTranspose2dSoftmaxBiasSigmoidFunction
     const std::vector<int64_t> padding = ctx->saved_data["padding"].toIntVector();
     const std::vector<int64_t> output_padding = ctx->saved_data["output_padding"].toIntVector();
     const double scale = ctx->saved_data["scale"].toDouble();
-    at::Tensor y = at::conv_transpose2d(x, weight, conv_bias, stride, padding, output_padding,
+    const at::Tensor conv_input = x.contiguous(convolution_format(x));
+    at::Tensor y = at::conv_transpose2d(conv_input, weight, conv_bias, stride, padding, output_padding,
                                         /*groups=*/1, /*dilation=*/1);
     at::Tensor grad_y, grad_bias;
     if (at::GradMode::is_enabled() || at::areAnyTensorSubclassLike({y, grad_outputs[0]})) {
@@ -349,7 +365,7 @@ class ConvTranspose2dSoftmaxBiasSigmoidFunction
     if (wanted[0] || wanted[1] || wanted[2]) {
       const std::vector<int64_t> bias_sizes{weight.size(1)};
       std::tie(grad_x, grad_weight, grad_conv_bias) = at::convolution_backward(
-          grad_y, x, weight,
+          grad_y, conv_input, weight,
           conv_bias ? at::OptionalIntArrayRef(bias_sizes) : at::OptionalIntArrayRef(),
           stride, padding, /*dilation=*/{1, 1}, /*transposed=*/true, output_padding,
           /*groups=*/1, wanted);

@@ -5,6 +5,8 @@
 #ifdef FUSED_OPS_WITH_CUDA
 #include "ops/flavour_choice.h"
 
+#include "launcher.h"
+
 #include <c10/util/Exception.h>
 
 #include <algorithm>
@@ -112,16 +114,6 @@ std::string fact_names(const Facts& facts) {
 }
 
 }  // namespace
-
-const char* triton_dtype(at::ScalarType dtype) {
-  switch (dtype) {
-    case at::kFloat: return "fp32";
-    case at::kHalf: return "fp16";
-    case at::kBFloat16: return "bf16";
-    case at::kDouble: return "fp64";
-    default: TORCH_INTERNAL_ASSERT(false, "no Triton kernels for ", dtype);
-  }
-}
 
 FlavourChoice choose_flavour(const char* kernel, at::ScalarType dtype, int64_t channels,
                              int64_t inner_size, Facts facts, std::string* passed_over) {

@@ -42,9 +42,6 @@ struct FlavourChoice {
   const Flavour* flavour;
 };
 
-// Triton's name of a dtype with kernels: "fp32", "fp16", "bf16", "fp64".
-const char* triton_dtype(at::ScalarType dtype);
-
 // The first of `kernel`'s flavours, in the table's order, that the call's facts allow and that
 // has a tile for it in `dtype`: its single-pass tile with the smallest BLOCK_C that holds C
 // (exact_channels: whose BLOCK_C is C), else its multi-pass tile (not for exact_channels). A
