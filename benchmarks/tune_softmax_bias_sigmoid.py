@@ -10,8 +10,9 @@ through Triton's JIT on a ~128 MB tensor whose channel count fills the bucket, a
 fastest; contiguous NCHW also gets tiles for tensors of at most 1 MB (SMALL_TENSOR), timed per
 call replayed from a CUDA graph on 512 KB. Contiguous NCHW is also timed compiled for C equal to
 the bucket (CHANNELS_EXACT, no channel mask) and with whole-sector stores (SECTOR_STORES), both
-and either; such a tile is kept only where it beats, in the same run, every tile that the
-launcher's order would put after it for C equal to the bucket (RIVALS). --flavours re-measures
+and either; such a tile is kept only where it is at least 3% faster (KEEP_MARGIN), in the same
+run, than every tile that the launcher's order would put after it for C equal to the bucket
+(RIVALS): each variant costs every user build time. --flavours re-measures
 some flavours (and their rivals) and keeps the table's entries of the others. The launcher then
 takes, per call, the variant of the call's flavour and dtype with the smallest BLOCK_C that
 holds C (csrc/ops/flavour_choice.cpp), falling back to the two-pass tile above the largest bucket; the
@@ -104,6 +105,7 @@ SMALL_TENSOR_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 # The flavours whose tiles are kept only where they beat, in the same run, those of every rival:
 # the tuned flavours that the launcher would run instead for C equal to the bucket
 # (flavours_registry.rivals), timed on the same tensors.
+KEEP_MARGIN = 0.97
 _SAME_CASE = ("CONTIGUOUS", "CHANNELS_LAST", "ALIGNED", "SMALL_TENSOR", "INNER_STRIDE_2")
 RIVALS = {name: tuple(r.name for r in flavours_registry.rivals(flavours_registry.by_name(KERNEL_NAME, name))
                       if r.name in TUNED and all(promise(r.name, key) == promise(name, key) for key in _SAME_CASE))
@@ -359,7 +361,7 @@ def main(argv=None) -> int:
     variants = kept
     for (size_class, flavour, bucket), choice in sorted(best.items(), key=lambda item: str(item[0])):
         rivals = [best.get((size_class, rival, bucket)) for rival in RIVALS.get(flavour, ())]
-        if any(rival is not None and rival["ms"] <= choice["ms"] for rival in rivals):
+        if any(rival is not None and choice["ms"] > KEEP_MARGIN * rival["ms"] for rival in rivals):
             continue
         contiguous, channels_last, aligned, exact, sector_stores = FLAVOURS[flavour]
         span_keys = {"OUT_CONTIGUOUS": 1, "INNER_STRIDE_2": 1,
