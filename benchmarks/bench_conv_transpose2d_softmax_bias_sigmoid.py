@@ -1,7 +1,7 @@
 """Benchmark of ModelNew (fused_ops.conv_transpose2d_softmax_bias_sigmoid) on the workload, in
 every way it is called, against the reference Model and its alternatives, in one run.
 
-    python benchmarks/bench_conv_transpose2d_softmax_bias_sigmoid.py [--sweep] [--max-autotune] [--out DIR]
+    python benchmarks/bench_conv_transpose2d_softmax_bias_sigmoid.py [--sweep [--sweep-dtype fp16]] [--max-autotune] [--out DIR]
 
 On fresh random inputs (x of shape (128, 64, 64, 64), weight (64, 128, 4, 4), stride 2, padding 1,
 output_padding 1, bias (128, 1, 1), scale 2.0) it checks ModelNew against the eager Model and a
@@ -19,8 +19,8 @@ float64 reference, then times (medians of triton.testing.do_bench, L2 cleared be
 - in fp16 and bf16, under no_grad and with grad enabled: Model eager, torch.compile(Model) and
   ModelNew in that dtype, and their errors against float64.
 
-With --sweep it also JIT-compiles the kernel of triton_src/ over tile configurations, checks and
-times each, and breaks the best down: "conv only" stores the convolution without the softmax
+With --sweep it also JIT-compiles the kernel of triton_src/ over tile configurations (in the dtype
+--sweep-dtype names), checks and times each, and breaks the best down: "conv only" stores the convolution without the softmax
 tail (BREAKDOWN=1, the main loop plus a store), "epilogue only" skips the main loop (BREAKDOWN=2).
 The numbers go to DIR/conv_transpose2d_softmax_bias_sigmoid-<device>.json; a short table is last.
 
@@ -58,6 +58,9 @@ kernels = _load("conv_transpose2d_softmax_bias_sigmoid")
 MODEL_ARGS = (64, 128, 4, 2, 1, 1, (128, 1, 1), 2.0)
 X_SHAPE = (128, 64, 64, 64)
 TOLERANCE = 1e-4  # KernelBench's, for fp32
+# The sweep's dtypes, each with the largest error against the fp32 Model it accepts: about twice
+# the eager Model's own in that dtype (docs/performance.md).
+SWEEP_DTYPES = {"fp32": (torch.float32, TOLERANCE), "fp16": (torch.float16, 1e-3), "bf16": (torch.bfloat16, 8e-3)}
 GOAL_MS = 0.70
 
 
@@ -122,8 +125,10 @@ def aot_tile() -> dict:
     return {k: first[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K", "num_warps", "num_stages")}
 
 
-def sweep_configs() -> list[dict]:
-    configs = [tile(m, k, w, s) for m, w in ((64, 4), (64, 8), (128, 8)) for k in (16, 32) for s in (2, 3, 4)]
+def sweep_configs(dtype: torch.dtype = torch.float32) -> list[dict]:
+    # Half precision's tensor-core steps are 16 deep (TF32's 8): it also gets 64-deep chunks.
+    depths = (16, 32) if dtype == torch.float32 else (16, 32, 64)
+    configs = [tile(m, k, w, s) for m, w in ((64, 4), (64, 8), (128, 8)) for k in depths for s in (2, 3, 4)]
     if aot_tile() not in configs:
         configs.append(aot_tile())
     return configs
@@ -159,6 +164,8 @@ def training_step(model, x, grad):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sweep", action="store_true", help="also sweep the kernel's tiles through the JIT")
+    parser.add_argument("--sweep-dtype", choices=sorted(SWEEP_DTYPES), default="fp32",
+                        help="the dtype the sweep runs the kernel in (default fp32)")
     parser.add_argument("--max-autotune", action="store_true", help="also time torch.compile(mode='max-autotune')")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = parser.parse_args(argv)
@@ -294,13 +301,16 @@ def main(argv=None) -> int:
     breakdown = {}
     if args.sweep:
         sweep = []
+        sweep_dtype, sweep_tolerance = SWEEP_DTYPES[args.sweep_dtype]
+        sweep_args = tuple(a.detach().to(sweep_dtype) if isinstance(a, torch.Tensor) else a for a in op_args)
+        report["sweep_dtype"] = args.sweep_dtype
         with torch.no_grad():
             expected = model(x)
-            for config in sweep_configs():
+            for config in sweep_configs(sweep_dtype):
                 entry = dict(config)
                 try:
                     launched = []
-                    run = lambda: jit_forward(*op_args, config=config, compiled=launched)  # noqa: E731
+                    run = lambda: jit_forward(*sweep_args, config=config, compiled=launched)  # noqa: E731
                     entry["max_abs_err"] = max_abs_error(run(), expected)
                     entry.update(registers=launched[0].n_regs, spills=launched[0].n_spills,
                                  shared_bytes_sm90=launched[0].metadata.shared)
@@ -313,14 +323,14 @@ def main(argv=None) -> int:
                     f"{entry['spills']} spills, {entry['shared_bytes_sm90']} B shared" if "ms" in entry
                     else entry.get("error", "")), flush=True)
             report["sweep"] = sweep
-            ranked = sorted((e for e in sweep if "ms" in e and e["max_abs_err"] <= TOLERANCE), key=lambda e: e["ms"])
+            ranked = sorted((e for e in sweep if "ms" in e and e["max_abs_err"] <= sweep_tolerance), key=lambda e: e["ms"])
             for label, config in (("best", ranked[0] if ranked else None), ("aot", aot_tile())):
                 if config is None:
                     continue
                 config = {k: config[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K", "num_warps", "num_stages")}
                 parts = {"full": 0, "conv only (BREAKDOWN=1)": 1, "epilogue only (BREAKDOWN=2)": 2}
                 breakdown[label] = {"config": describe(config), **{
-                    name: bench(lambda: jit_forward(*op_args, config=config, breakdown=mode))
+                    name: bench(lambda: jit_forward(*sweep_args, config=config, breakdown=mode))
                     for name, mode in parts.items()}}
         report["breakdown_ms"] = breakdown
 
