@@ -12,7 +12,9 @@ call replayed from a CUDA graph on 512 KB. Contiguous NCHW is also timed compile
 the bucket (CHANNELS_EXACT, no channel mask) and with whole-sector stores (SECTOR_STORES), both
 and either; such a tile is kept only where it is at least 3% faster (KEEP_MARGIN), in the same
 run, than every tile that the launcher's order would put after it for C equal to the bucket
-(RIVALS): each variant costs every user build time. --flavours re-measures
+(RIVALS): each variant costs every user build time. Likewise a bucket's tile stays only where it
+is 3% faster at its C than the next larger bucket's kept tile, which would serve that C without
+it (prune_buckets); the table records what each kept tile buys (next_bucket_ms) and what went. --flavours re-measures
 some flavours (and their rivals) and keeps the table's entries of the others. The launcher then
 takes, per call, the variant of the call's flavour and dtype with the smallest BLOCK_C that
 holds C (csrc/ops/flavour_choice.cpp), falling back to the two-pass tile above the largest bucket; the
@@ -307,6 +309,42 @@ def choose_two_pass(best: dict, two_pass_ms: dict) -> None:
                                                    "BLOCK_S": block_s, "num_warps": warps, "single_pass": False}
 
 
+def prune_buckets(best: dict, time_at) -> list[dict]:
+    """Drops from `best` each single-pass bucket whose tile is not at least 3% faster (KEEP_MARGIN)
+    at its own C than the tile that would serve that C without it: the next larger bucket kept
+    (the launcher takes the smallest BLOCK_C that holds C). Largest buckets first, so that each
+    is measured against what will really run; the largest stays. Flavours whose tiles serve C
+    equal to BLOCK_C only (exact) keep theirs, and a linked flavour's tile goes with its
+    partner's bucket. `time_at(size_class, flavour, tile, channels)` times a kept tile at C.
+    Each kept tile records `next_bucket_ms`, what it would cost without it; returns the pruned."""
+    pruned = []
+    groups = sorted({(size_class, flavour) for size_class, flavour, bucket in best if isinstance(bucket, int)})
+    for size_class, flavour in groups:
+        registered = flavours_registry.by_name(KERNEL_NAME, flavour)
+        if registered.exact_channels or registered.same_tiles_as:
+            continue
+        buckets = sorted((b for sc, f, b in best if (sc, f) == (size_class, flavour) and isinstance(b, int)),
+                         reverse=True)
+        above = buckets[0]
+        for bucket in buckets[1:]:
+            tile = best[(size_class, flavour, bucket)]
+            without = time_at(size_class, flavour, best[(size_class, flavour, above)], bucket)
+            if tile["ms"] > KEEP_MARGIN * without:
+                pruned.append({"flavour": flavour, "size_class": size_class, "BLOCK_C": bucket, "ms": tile["ms"],
+                               "served_by_BLOCK_C": above, "served_ms": round(without, 5)})
+                del best[(size_class, flavour, bucket)]
+            else:
+                tile["next_bucket_ms"] = without
+                above = bucket
+    for (size_class, flavour, bucket) in [key for key in best if isinstance(key[2], int)]:
+        partner = flavours_registry.by_name(KERNEL_NAME, flavour).same_tiles_as
+        if partner and partner in TUNED and (size_class, partner, bucket) not in best:
+            pruned.append({"flavour": flavour, "size_class": size_class, "BLOCK_C": bucket,
+                           "ms": best[(size_class, flavour, bucket)]["ms"], "partner_pruned": partner})
+            del best[(size_class, flavour, bucket)]
+    return pruned
+
+
 def compile_only(job) -> None:
     run_job(job)
 
@@ -357,10 +395,17 @@ def main(argv=None) -> int:
                                                     if (size_class, flavour, c) in best else "")
                           for c, ms in times.items()), flush=True)
     choose_two_pass(best, two_pass_ms)
+    pruned = prune_buckets(best, lambda size_class, flavour, tile, channels: run_job(
+        (size_class, flavour, tile["BLOCK_C"], tile["BLOCK_S"], tile["num_warps"], True, channels), module))
+    for entry in pruned:
+        print(f"pruned: {entry}", flush=True)
+    served = {(e["size_class"], e["flavour"], e["BLOCK_C"]): {"ms": e["served_ms"]} for e in pruned if "served_ms" in e}
 
     variants = kept
     for (size_class, flavour, bucket), choice in sorted(best.items(), key=lambda item: str(item[0])):
-        rivals = [best.get((size_class, rival, bucket)) for rival in RIVALS.get(flavour, ())]
+        # A rival whose bucket went is measured by the tile that serves its C instead.
+        rivals = [best.get((size_class, rival, bucket)) or served.get((size_class, rival, bucket))
+                  for rival in RIVALS.get(flavour, ())]
         if any(rival is not None and choice["ms"] > KEEP_MARGIN * rival["ms"] for rival in rivals):
             continue
         contiguous, channels_last, aligned, exact, sector_stores = FLAVOURS[flavour]
@@ -373,7 +418,8 @@ def main(argv=None) -> int:
                          "CHANNELS_EXACT": exact,
                          "SECTOR_STORES": sector_elements(SIZE_CLASSES[size_class][0]) if sector_stores else 0,
                          **span_keys, **({"SMALL_TENSOR": 1} if flavour in SMALL_TENSOR_FLAVOURS else {}),
-                         "INDEX_BITS": 32, "measured_ms": round(choice["ms"], 5)})
+                         "INDEX_BITS": 32, "measured_ms": round(choice["ms"], 5),
+                         **({"next_bucket_ms": round(choice["next_bucket_ms"], 5)} if "next_bucket_ms" in choice else {})})
     for block_c, block_s, warps, single_pass in INDEX64_TILES:
         variants.append({"flavour": "strided_index64", "dtypes": ["fp32", "fp16", "bf16"],
                          "BLOCK_C": block_c, "BLOCK_S": block_s, "num_warps": warps,
@@ -394,6 +440,7 @@ def main(argv=None) -> int:
         # The other flavours' entries come from the table's earlier run(s).
         table["other_flavours_from"] = {key: value for key, value in earlier.items() if key != "written_by"}
     table["variants"] = variants
+    table["pruned"] = pruned
     args.out.write_text(json.dumps(table, indent=1) + "\n")
     print(f"wrote {args.out}: {len(variants)} variants")
     for v in variants:

@@ -86,6 +86,16 @@ struct KernelTable {
   const char* archs;  // the build's arch list, e.g. "80;89;90"
   const Flavour* flavours;
   size_t num_flavours;
+  // Bounds of the facts a call's flavours require (FACT_LIMITS there), by name.
+  const Constexpr* fact_limits;
+  size_t num_fact_limits;
+
+  int64_t fact_limit(const char* name) const {
+    for (size_t i = 0; i < num_fact_limits; ++i) {
+      if (std::strcmp(fact_limits[i].name, name) == 0) return fact_limits[i].value;
+    }
+    return -1;
+  }
 };
 
 const KernelTable& kernel_table();

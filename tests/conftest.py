@@ -1,3 +1,6 @@
+import importlib.util
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -5,12 +8,20 @@ import fused_ops  # noqa: F401  (registers torch.ops.fused)
 
 CUDA = torch.cuda.is_available()
 
-# The launcher serves contiguous NCHW x of at most this many bytes with its small-tensor tiles
-# (csrc/ops/softmax_bias_sigmoid.cpp: kSmallTensorBytes); a test of its other tiles needs a
-# larger x.
-SMALL_TENSOR_BYTES = 1 << 20
-# ...and of at most this many samples, which its 2-D grid holds on axis 1 (kMaxSamplesOnAxis1).
-MAX_SAMPLES_ON_AXIS_1 = 65535
+
+def _fact_limits():
+    path = Path(__file__).resolve().parents[1] / "triton_src" / "softmax_bias_sigmoid_flavours.py"
+    spec = importlib.util.spec_from_file_location("softmax_bias_sigmoid_flavours", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.FACT_LIMITS
+
+
+# The launcher serves contiguous NCHW x of at most this many bytes, and samples, with its
+# small-tensor tiles (the registry's bounds of the "small_tensor" fact); a test of its other
+# tiles needs a larger x.
+SMALL_TENSOR_BYTES = _fact_limits()["small_tensor_bytes"]
+MAX_SAMPLES_ON_AXIS_1 = _fact_limits()["max_samples_on_axis_1"]
 
 
 def past_small_tensors(shape, dtype):
@@ -33,28 +44,6 @@ def make_inputs(shape, dtype, device, generator=None):
     x = (torch.randn(shape, dtype=torch.float64, generator=generator) * 3).to(device, dtype)
     bias = torch.randn(shape[1], 1, 1, dtype=torch.float64, generator=generator).to(device, dtype)
     return x, bias
-
-
-def layouts(x):
-    """The same values in layouts that reach every path of the kernel's strided view."""
-    yield "contiguous", x
-    yield "channels_last", x.to(memory_format=torch.channels_last)
-    yield "every_other_column", torch.cat([x, x], dim=-1)[..., ::2]
-    yield "transposed_spatial", x.transpose(2, 3).contiguous().transpose(2, 3)
-    yield "batch_slice", torch.cat([x, x], dim=0)[1::2]
-    yield "three_spatial_groups", x.unsqueeze(-1).expand(*x.shape, 3)[..., 1]
-
-
-def last_element_offset(view: torch.Tensor) -> int:
-    """The offset of `view`'s last element from its first, in elements (strides not negative)."""
-    return sum((size - 1) * stride for size, stride in zip(view.shape, view.stride()))
-
-
-def ending_its_storage(view: torch.Tensor) -> torch.Tensor:
-    """A copy of `view` with the same strides in a storage that ends at its last element: a kernel
-    reading one element past it leaves the storage (compute-sanitizer shows it)."""
-    last = last_element_offset(view)
-    return view.as_strided([last + 1], [1]).clone().as_strided(view.shape, view.stride())
 
 
 def reference_formula(x: torch.Tensor, bias: torch.Tensor, scale: float) -> torch.Tensor:

@@ -132,3 +132,42 @@ def test_images_are_embedded_byte_for_byte(tmp_path):
     rodata = tmp_path / "rodata.bin"
     subprocess.run(["objcopy", "-O", "binary", "--only-section=.rodata", str(objects), str(rodata)], check=True)
     assert compiled.cubin in rodata.read_bytes()
+
+
+def test_every_tail_variant_belongs_to_one_flavour_and_the_registry_is_consistent():
+    """Each compiled variant of the tail op's kernels matches exactly one flavour of the registry
+    (aot.py fails the build otherwise), and every flavour that a linked one names exists."""
+    registry = aot.load_module(os.path.join(REPO, "triton_src", "softmax_bias_sigmoid_flavours.py"))
+    for name in ("softmax_bias_sigmoid", "softmax_bias_sigmoid_backward"):
+        module = aot.load_module(os.path.join(REPO, "triton_src", f"{name}.py"))
+        used = {registry.flavour_of(name, variant).name for variant in module.VARIANTS}
+        assert "nchw" in used and "strided_index64" in used, used
+    names = {(f.kernel, f.name) for f in registry.FLAVOURS}
+    assert len(names) == len(registry.FLAVOURS), "flavour names repeat"
+    assert all((f.kernel, f.same_tiles_as) in names for f in registry.FLAVOURS if f.same_tiles_as)
+    with pytest.raises(ValueError, match="matches 0 flavours"):
+        registry.flavour_of("softmax_bias_sigmoid", dict(CONTIGUOUS=1, CHANNELS_LAST=1))
+    rendered = aot.render_flavours(registry.FLAVOURS)[1]
+    assert rendered.count("\n  {") == len(registry.FLAVOURS)
+
+
+def test_tuner_prunes_buckets_that_gain_less_than_3_percent():
+    """benchmarks/tune_softmax_bias_sigmoid.py's prune_buckets, on made-up timings: a bucket goes
+    where the next larger kept tile serves its C within 3%, the largest stays, exact flavours
+    keep theirs, and a linked flavour's tile goes with its partner's bucket."""
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    import tune_softmax_bias_sigmoid as tuner
+
+    def tile(block_c, ms):
+        return {"ms": ms, "BLOCK_C": block_c, "BLOCK_S": 32, "num_warps": 4, "single_pass": True}
+
+    best = {("fp32", "nchw", 16): tile(16, 1.00), ("fp32", "nchw", 32): tile(32, 1.00),
+            ("fp32", "nchw", 64): tile(64, 1.00), ("fp32", "nchw_sector", 32): tile(32, 0.9),
+            ("fp32", "nchw_exact", 16): tile(16, 0.5), ("fp32", "nchw", "two-pass"): tile(64, 2.0)}
+    # The 64-channel tile at C = 32 costs 1.01 (a 1% gain for the 32 bucket); at C = 16, 1.10.
+    slower = {32: 1.01, 16: 1.10}
+    pruned = tuner.prune_buckets(best, lambda size_class, flavour, t, channels: slower[channels])
+    assert [(p["flavour"], p["BLOCK_C"]) for p in pruned] == [("nchw", 32), ("nchw_sector", 32)]
+    assert set(best) == {("fp32", "nchw", 16), ("fp32", "nchw", 64), ("fp32", "nchw_exact", 16),
+                         ("fp32", "nchw", "two-pass")}
+    assert best[("fp32", "nchw", 16)]["next_bucket_ms"] == 1.10

@@ -11,7 +11,8 @@ import torch._dynamo.testing
 from torch._dynamo.utils import counters
 
 import fused_ops
-from conftest import layouts, make_inputs, poison_cuda_allocator, reference_formula, reference_gradients
+from conftest import make_inputs, poison_cuda_allocator, reference_formula, reference_gradients
+from samples import layouts, softmax_bias_sigmoid_samples, to_device
 
 op = torch.ops.fused.softmax_bias_sigmoid.default
 forward_op = torch.ops.fused.softmax_bias_sigmoid_forward.default
@@ -257,18 +258,23 @@ def test_double_backward_is_refused_by_name():
 
 # --- opcheck -----------------------------------------------------------------------------
 
+# The samples opcheck runs on: a sample with several channels and one of rank 3, in the layouts
+# that take different kernel flavours.
+OPCHECK_SHAPES = [(3, 7, 9, 11), (1, 16, 2049)]
+OPCHECK_LAYOUTS = ("contiguous", "channels_last", "every_other_column")
+
+
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("layout", OPCHECK_LAYOUTS)
 @pytest.mark.parametrize("requires_grad", [False, True])
 def test_opcheck(device, layout, requires_grad):
-    """Every default check of torch.library.opcheck: schema, autograd registration, fake
-    tensors, and AOTAutograd with dynamic shapes (which runs the backward when grads are on)."""
-    for shape in [(2, 8, 5, 5), (3, 4, 7)]:
-        x, bias = make_inputs(shape, torch.float32, device)
-        if layout == "channels_last":
-            if x.dim() != 4:
-                continue
-            x = x.to(memory_format=torch.channels_last)
+    """Every default check of torch.library.opcheck (schema, autograd registration, fake tensors,
+    and AOTAutograd with dynamic shapes, which runs the backward when grads are on) on the
+    samples of tests/samples.py."""
+    for name, sample, sample_bias in softmax_bias_sigmoid_samples(torch.float32, shapes=OPCHECK_SHAPES):
+        if not name.endswith(" " + layout):
+            continue
+        x, bias = to_device(sample, device), sample_bias.to(device)
         torch.library.opcheck(op, (x.requires_grad_(requires_grad), bias.requires_grad_(requires_grad), 2.0))
         torch.library.opcheck(op, (x, bias.detach().flatten().requires_grad_(requires_grad), -1.0))
         # The forward that autograd runs and the backward op, without grads: neither is

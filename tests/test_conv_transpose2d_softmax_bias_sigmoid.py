@@ -14,43 +14,13 @@ import torch.nn.functional as F
 
 import fused_ops
 from conftest import poison_cuda_allocator
+from samples import CONV_CONFIGS as CONFIGS
+from samples import WORKLOAD_CONFIG, geometry
+from samples import make_conv_inputs as make_inputs
 
 op = torch.ops.fused.conv_transpose2d_softmax_bias_sigmoid.default
 REPO = Path(__file__).resolve().parents[1]
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
-
-# (batch, C_in, H, W, C_out, kernel, stride, padding, output_padding); an int means (v, v).
-WORKLOAD_CONFIG = (2, 64, 64, 64, 128, 4, 2, 1, 1)  # the workload's layer at batch 2
-CONFIGS = [
-    (2, 8, 9, 9, 16, 4, 2, 1, 1),                  # the workload's geometry: odd output width
-    (2, 5, 6, 8, 7, 4, 2, 1, 0),                   # even output width, C_out not a power of 2
-    (1, 3, 5, 7, 5, 3, 2, 1, 0),                   # kernel not a multiple of the stride
-    (1, 4, 4, 5, 6, (3, 5), (3, 2), (1, 2), (2, 1)),  # different strides, kernels, paddings per axis
-    (2, 3, 4, 4, 7, 2, 1, 0, 0),                   # stride 1
-    (1, 2, 3, 3, 4, 1, 2, 0, 1),                   # kernel smaller than the stride: some phases get no taps
-    (1, 3, 5, 5, 9, 4, 2, 3, 0),                   # padding wider than the kernel's reach
-]
-
-
-def pair(v):
-    return v if isinstance(v, tuple) else (v, v)
-
-
-def make_inputs(config, dtype=torch.float32, device="cpu", conv_bias=True, generator=None):
-    n, c_in, h, w, c_out, kernel, *_ = config
-    kh, kw = pair(kernel)
-    x = torch.rand(n, c_in, h, w, dtype=torch.float64, generator=generator)
-    bound = (c_out * kh * kw) ** -0.5  # ConvTranspose2d's default initialisation range
-    weight = (torch.rand(c_in, c_out, kh, kw, dtype=torch.float64, generator=generator) * 2 - 1) * bound
-    cb = (torch.rand(c_out, dtype=torch.float64, generator=generator) * 2 - 1) * bound if conv_bias else None
-    bias = torch.randn(c_out, 1, 1, dtype=torch.float64, generator=generator)
-    to = lambda t: None if t is None else t.to(device, dtype)  # noqa: E731
-    return to(x), to(weight), to(cb), to(bias)
-
-
-def geometry(config):
-    return tuple(pair(v) for v in config[6:9])
-
 
 def reference_formula(x, weight, conv_bias, bias, stride, padding, output_padding, scale):
     """The op's definition from plain ATen ops (differentiable)."""

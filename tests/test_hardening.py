@@ -12,7 +12,8 @@ import torch
 
 import fused_ops
 from conftest import TOLERANCE, assert_matches_reference, poison_cuda_allocator, reference
-from test_softmax_bias_sigmoid import layouts, make_inputs
+from conftest import make_inputs
+from samples import layouts
 
 op = torch.ops.fused.softmax_bias_sigmoid.default
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -144,11 +145,9 @@ def test_zero_size_dimensions(device, dtype, shape):
 
 
 def unusual_layouts(x):
-    """Layouts beyond test_softmax_bias_sigmoid.layouts: broadcast (stride 0) dimensions, a
-    data pointer one element off its allocation's alignment, size-1 dimensions with odd strides."""
+    """Layouts beyond samples.layouts: broadcast (stride 0) dimensions, a channels_last data
+    pointer one element off its allocation's alignment, size-1 dimensions with odd strides."""
     yield "expanded_batch_and_rows", x[:1, :, :1].expand(x.shape[0], -1, x.shape[2], -1)
-    flat = torch.empty(x.numel() + 1, dtype=x.dtype, device=x.device)
-    yield "misaligned", flat[1:].view(x.shape).copy_(x)
     yield "channels_last_misaligned", torch.empty(
         x.numel() + 1, dtype=x.dtype, device=x.device)[1:].as_strided(
         x.shape, x.to(memory_format=torch.channels_last).stride()).copy_(x)

@@ -10,8 +10,10 @@ import pytest
 import torch
 
 import fused_ops
-from conftest import (MAX_SAMPLES_ON_AXIS_1, SMALL_TENSOR_BYTES, assert_matches_reference, ending_its_storage,
-                      last_element_offset, layouts, make_inputs, past_small_tensors, poison_cuda_allocator)
+from conftest import (MAX_SAMPLES_ON_AXIS_1, SMALL_TENSOR_BYTES, assert_matches_reference, make_inputs,
+                      past_small_tensors, poison_cuda_allocator)
+from samples import (DENSE_LAYOUTS, ending_its_storage, last_element_offset, layouts, softmax_bias_sigmoid_samples,
+                     to_device)
 
 op = torch.ops.fused.softmax_bias_sigmoid.default
 
@@ -46,16 +48,19 @@ def test_cpu_half_precision(dtype):
     assert_matches_reference(op(x, bias, 2.0), x, bias, 2.0)
 
 
-DENSE_LAYOUTS = {"contiguous", "channels_last", "transposed_spatial"}
-
-
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64], ids=str)
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
-def test_layouts(device):
-    x, bias = make_inputs((3, 20, 6, 10), torch.float32, device)
-    for name, view in layouts(x):
-        out = op(view, bias, 2.0)
-        assert_matches_reference(out, view, bias, 2.0)
-        if name in DENSE_LAYOUTS:
+def test_samples_match_reference(device, dtype):
+    """Every sample (tests/samples.py: each shape in each layout) against float64, and dense
+    layouts keep their strides."""
+    for name, x, bias in softmax_bias_sigmoid_samples(dtype):
+        view = to_device(x, device)
+        out = op(view, bias.to(device), -1.5)
+        try:
+            assert_matches_reference(out, view, bias.to(device), -1.5)
+        except AssertionError as error:
+            raise AssertionError(f"{name}: {error}") from None
+        if name.rsplit(" ", 1)[1] in DENSE_LAYOUTS:
             assert out.stride() == view.stride(), f"{name}: output does not keep the input's layout"
 
 

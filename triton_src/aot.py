@@ -298,6 +298,10 @@ def render_flavours(flavours: list) -> tuple[str, str]:
     return "\n".join(arrays) + "\n", "const Flavour flavours[] = {\n" + "\n".join(rows) + "\n};\n"
 
 
+def render_fact_limits(limits: dict) -> str:
+    return "const Constexpr fact_limits[] = {" + ", ".join(f'{{"{k}", {int(v)}}}' for k, v in limits.items()) + "};\n"
+
+
 def render(results: list[Compiled], archs: list[int], image_dir: Path) -> str:
     registry = load_module(str(HERE / "softmax_bias_sigmoid_flavours.py"))
     flavour_index = {(f.kernel, f.name): i for i, f in enumerate(registry.FLAVOURS)}
@@ -341,10 +345,11 @@ def render(results: list[Compiled], archs: list[int], image_dir: Path) -> str:
             '#include "kernel_table.h"\n\n' + "\n".join(arrays)
             + "\nnamespace fused_ops {\nnamespace {\n\n" + "\n".join(images)
             + "\nconst Variant variants[] = {\n" + "\n".join(variants) + "\n};\n\n"
-            + requires_arrays + flavour_rows + "\n}  // namespace\n\n"
+            + requires_arrays + flavour_rows + render_fact_limits(registry.FACT_LIMITS) + "\n}  // namespace\n\n"
             "const KernelTable& kernel_table() {\n"
             f'  static const KernelTable table{{variants, sizeof(variants) / sizeof(variants[0]), "{arch_list}",\n'
-            "                                  flavours, sizeof(flavours) / sizeof(flavours[0])};\n"
+            "                                  flavours, sizeof(flavours) / sizeof(flavours[0]),\n"
+            "                                  fact_limits, sizeof(fact_limits) / sizeof(fact_limits[0])};\n"
             "  return table;\n}\n\n}  // namespace fused_ops\n")
 
 

@@ -74,6 +74,11 @@ def _forms(kernel: str, layouts: list[Layout]) -> list[Flavour]:
     return flavours
 
 
+# The bounds of the "small_tensor" fact, which the launcher reads from the kernel table: x of at
+# most this many bytes moves in less time than a launch takes, and the small-tensor tiles' grid
+# holds the samples on its axis 1, which CUDA bounds.
+FACT_LIMITS = {"small_tensor_bytes": 1 << 20, "max_samples_on_axis_1": 65535}
+
 _STRIDED_32 = ("offsets_32_bits",)
 _NCHW = _STRIDED_32 + ("positions_contiguous",)
 _SPANS = _STRIDED_32 + ("out_positions_contiguous", "x_inner_stride_2")

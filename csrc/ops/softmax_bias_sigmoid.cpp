@@ -6,7 +6,6 @@
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
 #include <c10/core/SymBool.h>
-#include <c10/util/SmallVector.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -18,7 +17,6 @@
 #include <string>
 #include <tuple>
 #include <utility>
-#include <vector>
 
 #ifdef FUSED_OPS_WITH_CUDA
 #include <c10/cuda/CUDAGuard.h>
@@ -132,14 +130,6 @@ bool whole_spans_readable(const at::Tensor& x, const ChannelView& v) {
          x.storage_offset() + last_offset(v, v.x) + 1 < storage_elements;
 }
 
-// The largest x that takes the small_tensor tiles of contiguous NCHW where the build has one for
-// C: a tensor that moves in less time than a launch takes, to which the tiles tuned on 128 MB
-// would give few programs, each computing many positions, or masked channels where C < 16.
-constexpr int64_t kSmallTensorBytes = int64_t{1} << 20;
-// Their grid is (position blocks, samples) (triton_src: SAMPLES_ON_AXIS_1), and a grid's axis 1
-// holds at most this many; a larger batch takes the other tiles.
-constexpr int64_t kMaxSamplesOnAxis1 = 65535;
-
 // The facts of a forward call (ops/flavour_choice.h) for the flavours of softmax_bias_sigmoid
 // (triton_src/softmax_bias_sigmoid_flavours.py). `with_stats`: the caller wants the softmax
 // statistics written.
@@ -151,8 +141,10 @@ Facts forward_facts(const at::Tensor& x, const at::Tensor& bias_flat, const at::
   set(facts, Fact::kOffsets32Bits, offsets_fit_in_32_bits(v));
   set(facts, Fact::kPositionsContiguous, positions_contiguous(v));
   set(facts, Fact::kNchwRowsAligned, nchw_rows_aligned(x, out, v));
+  static const int64_t small_tensor_bytes = kernel_table().fact_limit("small_tensor_bytes");
+  static const int64_t max_samples_on_axis_1 = kernel_table().fact_limit("max_samples_on_axis_1");
   set(facts, Fact::kSmallTensor,
-      static_cast<int64_t>(x.nbytes()) <= kSmallTensorBytes && v.batch <= kMaxSamplesOnAxis1);
+      static_cast<int64_t>(x.nbytes()) <= small_tensor_bytes && v.batch <= max_samples_on_axis_1);
   set(facts, Fact::kChannelsLast, row_stride > 0 && fits_in_32_bits(v.batch * v.positions * row_stride));
   set(facts, Fact::kChannelsLastAligned, pointers_aligned && aligned_16(bias_flat.const_data_ptr()) &&
                                              whole_16_byte_vectors(x, {v.channels, row_stride}));
