@@ -3,9 +3,8 @@ sums per chunk. The backward's launcher (csrc/ops/softmax_bias_sigmoid_backward.
 bias gradient's partial sums with it, one launch per level, until one row is left; the order of
 the additions depends on the shape alone, so the result is deterministic.
 
-ATen's sum over the rows of such a buffer is slow where it is tall and narrow: 78 us for the
-workload's 66688 x 128 fp32 partial sums on the H100 (440 GB/s), where reading them at the
-copy's bandwidth takes about 11 us.
+ATen's sum over the rows of such a buffer is slow where it is tall and narrow, several times a
+copy's time for the workload's 66688 x 128 fp32 partial sums (docs/performance.md).
 
 This module is read at build time only (by triton_src/aot.py); nothing imports it at run time.
 """

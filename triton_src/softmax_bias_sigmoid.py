@@ -2,91 +2,41 @@
 
 The launcher views x as (N, C, S) where the S spatial positions of one sample are addressed
 as (s // inner_size) * stride_outer + (s % inner_size) * stride_inner: every layout whose
-spatial dimensions collapse into at most two strided groups (contiguous NCHW, channels_last,
-a strided view such as x[..., ::2]) runs without a copy. Three layout flavours share that view:
+spatial dimensions collapse into at most two strided groups runs without a copy. A program
+owns BLOCK_S positions and every channel of them: with SINGLE_PASS the whole softmax stays in
+registers and each element is read once; otherwise the channels are swept in BLOCK_C chunks
+twice, first for an online max and sum, then for the output. C beyond every single-pass tile of
+contiguous NCHW goes to softmax_bias_sigmoid_split.py, which spreads a position's channels over
+several programs.
 
-- CONTIGUOUS: positions at stride 1 and out laid out like x (contiguous NCHW). The tile is
-  [BLOCK_C, BLOCK_S]; one 32-bit offset per element serves the load and the store.
-- CHANNELS_LAST: channels at stride 1, every position of every sample one row at a uniform
-  stride, out laid out like x (dense channels_last). The tile is [BLOCK_S, BLOCK_C] with C the
-  contiguous axis, and the launcher passes all N * S positions as a single sample.
-- neither: the general strided view, with 32-bit offsets inside a sample where they fit and
-  64-bit ones where they do not. OUT_CONTIGUOUS variants of the 32-bit ones write an out whose
-  positions are at stride 1 (what the op allocates for a non-dense x such as x[..., ::2]): its
-  stores are then coalesced runs, where a store at the view's strides is one scalar per
-  element (H100, x[..., ::2] of 16x128x128x128: 4.12x -> 1.50x of a copy in fp32, 6.08x ->
-  2.24x in bf16).
+The constexprs below make the layout flavours of softmax_bias_sigmoid_flavours.py, which says
+when a call may take each; docs/performance.md has what each was measured to buy.
 
-INNER_STRIDE_2 twins of the single-pass ones serve x whose inner spatial stride is 2
-(x[..., ::2]) when no tile crosses an inner group: they load the contiguous span under the
-tile's positions and keep every other element, so that a warp's loads are whole lines, not
-halves (H100, in the library: 0.96x of a copy of the view in fp32, 0.86x in bf16, against 1.49x
-and 2.24x for the strided loads). For C >= 1024 the spans also have ALIGNED tiles of their own
-(tuned as the flavour strided_span_aligned): rows on 16 bytes, and the span's last element read
-too where the launcher finds it inside x's storage, so every access is a whole 16-byte vector;
-their two-pass tile prefetches SWEEP_STAGES chunks into shared memory and serves C from the
-first bucket where it beats the single-pass tile: in bf16 from C = 4096, whose single-pass tile
-holds 8 positions, half a sector of out's rows (H100, 16x4096x32x32 x[..., ::2] in bf16, / a
-copy of the view: two-pass 1.35x, single-pass 1.73x, torch.compile 1.41x).
-
-C larger than every single-pass tile of contiguous NCHW goes to softmax_bias_sigmoid_split.py,
-which spreads the channels of a position over several programs.
-
-ALIGNED variants of the first two are compiled with the promise that rows start on 16-byte
-boundaries, and for channels_last that bias does too (`multiples`: pointers in bytes, integers
-in elements); triton_src/aot.py passes that promise to the compiler and into the kernel table,
-whose launcher refuses a call that breaks it. It lets every access be 16 bytes wide. The
-workload's 129 x 129 rows are odd, so their channel rows start at every 4-byte offset and no
-position tile is 16-byte aligned in all rows: they run unaligned (docs/performance.md has the
-measurements of the alternatives).
-Unaligned NCHW tiles of fp16 and bf16 are also compiled a second time (CHANNELS_BY_16) with the
-promise that C is a multiple of 16: the channel mask is then uniform in runs of 16 and Triton
-drops most per-element predicates (triton 3.8, sm_90: 100 registers instead of 121 for the
-workload's tile). Triton's JIT specializes on that by itself; the library's fp16 run of the
-workload shape went from 2.68x to 1.49x of a copy with it. In fp32 the same promise made the
-workload slower (0.790 -> 0.824 ms), and it did nothing for strided views, so neither has the
-twin (docs/performance.md).
-
-CHANNELS_EXACT variants of unaligned NCHW are compiled for C equal to their BLOCK_C (the
-launcher takes one only then): the tile has no channel mask at all. Their tiles are tuned apart
-from the masked ones, and the tuner keeps one only where it beats the masked tile of its bucket
-(H100: fp16 128x128x129x129 went from 1.50x to 1.36x of a copy, with [128, 64] x 4 warps; fp32
-64x64x127x127 ran at 1.05x with [64, 128] x 8 and no mask, over 1.3x with the mask).
-
-SECTOR_STORES variants of unaligned NCHW store whole 32-byte sectors of out. A warp store of
-32 rows' worth of 4-byte values that starts off a sector writes two sectors in part, and those
-partial writes, not the loads, are what odd rows cost (H100: a plain tile copy of the workload's
-odd rows ran at 1.18 to 1.48x of a copy, odd to sector-aligned rows at 1.03 to 1.04x). So each
-warp's 32 lanes hold 32 consecutive positions of which the first SECTOR_STORES (a sector's worth
-of elements) are a halo shared with the warp before: the warp loads and reduces all 32, and in
-each channel row stores the 32 - SECTOR_STORES positions that start on a sector of out, which
-lie in its own lanes whatever the row's offset. A program thus covers BLOCK_S / 32 *
-(32 - SECTOR_STORES) new positions; the launcher sizes the grid by that. H100, the workload,
-[128, 32] x 4 warps: 1.034x of a copy, against 1.089x for the best tile without (a quarter more
-loads, all but the halo's hitting in cache). Every position is stored by exactly one warp
-whatever the offsets, so out's alignment decides the speed only, never the result.
-
-A program owns BLOCK_S positions and every channel of them. When all channels fit in one tile
-(SINGLE_PASS) the whole softmax stays in registers and each element is read once; otherwise the
-channels are swept in BLOCK_C chunks twice, first for an online max/sum, then for the output.
-
-SMALL_TENSOR tiles of contiguous NCHW serve tensors of at most 1 MB, which move in less time than
-a launch takes. Tuned on 512 KB per call replayed from a CUDA graph, unaligned and ALIGNED, they
-hold 2 to 16 values a thread, come in buckets down to one channel, and run on a 2-D grid of
-(position blocks, samples). The tiles tuned on 128 MB leave most SMs idle there, each thread
-computing many positions (16x128x8x8: 16 programs of [128, 64]) or masked channels (C = 1 in a
-[16, 256] tile). H100, the library's kernel, durations after an L2 clear (CUPTI), us: 16x1x64x64
-3.33 before, 2.05 with the unaligned tiles, 2.02 with both (torch.compile's kernel 1.86 to 1.92);
-16x3x64x64 3.04, 2.40, 2.08 (1.86 to 2.43); 16x128x8x8 3.65, 2.62, 2.75 (2.91). Per call in a
-CUDA graph (the sweep), 16x1x64x64: 1.51 us on a 1-D grid with tiles chosen by do_bench, 1.42 on
-the 2-D grid with tiles chosen in a graph (torch.compile 1.33 and 1.38 in the same runs); then,
-compiled without the arguments they never read (unread_arguments), with the one-channel
-shortcut below and re-tuned so, 1.27 and 1.52 in two passes of one run (torch.compile 1.36 and
-1.59, a copy 1.22 and 1.45).
-
-SOFTMAX_STATS twins of the single-pass CONTIGUOUS tiles also write each position's channel max
-and 1 / sum (a tensor 2/C the size of x): the forward autograd runs, so that the backward reads
-them instead of reducing x over the channels twice more. The op's other calls never write them.
+- CONTIGUOUS: positions at stride 1 and out laid out like x; one 32-bit offset per element
+  serves the load and the store. CHANNELS_LAST: channels at stride 1, every position a row, all
+  N * S rows passed as one sample; the tile is [BLOCK_S, BLOCK_C]. Neither: the general strided
+  view, at INDEX_BITS 32 or 64.
+- OUT_CONTIGUOUS (strided view): out's positions at stride 1, as the op allocates it for a
+  non-dense x, so its stores are coalesced runs.
+- INNER_STRIDE_2 (x[..., ::2]): the contiguous span under a tile's positions is loaded and every
+  other element kept, so that a warp's loads are whole lines; with ALIGNED the span's last
+  element is read too (where the launcher finds it inside x's storage) and SWEEP_STAGES chunks
+  are prefetched into shared memory by the two-pass tile.
+- ALIGNED: rows start on 16 bytes (and for channels_last, bias too): `multiples` passes the
+  promise to the compiler and the launcher checks it, so every access is 16 bytes wide.
+- CHANNELS_BY_16 (unaligned fp16/bf16 NCHW): C a multiple of 16, so the channel mask is uniform
+  in runs of 16 and Triton drops most per-element predicates.
+- CHANNELS_EXACT: C equal to BLOCK_C, no channel mask at all.
+- SECTOR_STORES (unaligned NCHW): each warp's first SECTOR_STORES lanes repeat the last
+  positions of the warp before (a halo), and in each channel row a warp stores only the
+  positions that fill whole 32-byte sectors of out: partial-sector stores, not misaligned
+  loads, are what odd rows cost. A program covers BLOCK_S / 32 * (32 - SECTOR_STORES) new
+  positions, and every position is stored by exactly one warp whatever the offsets.
+- SMALL_TENSOR (contiguous NCHW, x of at most 1 MB): tiles tuned per call in a CUDA graph, down
+  to one channel, on a 2-D grid of (position blocks, samples).
+- SOFTMAX_STATS (single-pass CONTIGUOUS fp32): also writes each position's channel max and
+  1 / sum, which the backward reads instead of reducing x again; only the forward that autograd
+  runs takes them.
 
 The tile of each (flavour, dtype, BLOCK_C) comes from softmax_bias_sigmoid_tuning.json, written by
 benchmarks/tune_softmax_bias_sigmoid.py from measurements on a GPU; see that script for how
@@ -134,14 +84,11 @@ def multiples(variant: dict, dtype: str) -> dict:
     """The arguments a variant is compiled to assume are multiples of a number, by name. ALIGNED:
     16-byte aligned pointers, and integers that are multiples of 16 bytes' worth of elements (4 in
     fp32, 8 in fp16 and bf16): every row of the tile's contiguous axis starts on a 16-byte
-    boundary and its mask is constant over each 16-byte vector, so every access is 16 bytes wide.
-    (Promising multiples of 16 elements instead left C = 100 fp32 or 1000 fp16 in channels_last
-    on 4- and 2-byte accesses: H100, 1.36x of a copy for 16x100x64x64 fp32, 0.98x with this.)
-    Aligned channels_last tiles also promise bias on 16 bytes: their bias runs along the same
-    contiguous axis as x's rows, so without the promise each thread loads it one element at a
-    time, as many loads as x takes in 16-byte vectors (H100, 4x32768x16x16 bf16, [32768, 1] x 32
-    compiled as here, / a copy: 1.63x without, 1.39x with; Triton's JIT, which specializes on
-    the pointer's alignment by itself, 1.39x). CHANNELS_BY_16: C a multiple of 16."""
+    boundary and its mask is constant over each 16-byte vector, so every access is 16 bytes wide
+    (a promise of 16 elements would leave C = 100 fp32 on 4-byte accesses). Aligned channels_last
+    tiles also promise bias on 16 bytes: their bias runs along the same contiguous axis as x's
+    rows, and without the promise each thread loads it one element at a time.
+    CHANNELS_BY_16: C a multiple of 16. docs/performance.md has the measurements."""
     promised = {}
     if variant.get("ALIGNED"):
         elements = 16 // ELEMENT_BYTES[dtype]
@@ -161,11 +108,9 @@ def multiples(variant: dict, dtype: str) -> dict:
 
 def unread_arguments(variant: dict) -> set:
     """The arguments of SIGNATURE the variant never reads. triton_src/aot.py compiles them as
-    constants, so they are not parameters of its kernel and the launcher leaves them out. A
-    launch-bound kernel pays for every parameter: H100, 16x1x64x64 fp32 per call in a CUDA graph,
-    the [1, 512] x 8 small-tensor tile took 1.487 us with all 17 and 1.422 us with the 9 it reads;
-    16x3x64x64 [4, 64] x 1, 1.862 and 1.805 us. aot.py passes them as None, so a variant that does
-    read one fails to build rather than reading a wrong value."""
+    constants, so they are not parameters of its kernel and the launcher leaves them out: a
+    launch-bound kernel pays for every parameter (docs/performance.md). aot.py passes them as
+    None, so a variant that does read one fails to build rather than reading a wrong value."""
     unread = set() if variant.get("SOFTMAX_STATS") else {"softmax_stats_ptr"}
     if variant.get("CHANNELS_EXACT"):
         unread.add("num_channels")
@@ -216,10 +161,8 @@ def with_contiguous_out(variants: list) -> list:
 
 def with_inner_stride_2(variants: list) -> list:
     """The variants, each marked INNER_STRIDE_2=0 where the table did not mark it, followed by an
-    INNER_STRIDE_2=1 twin of each unmarked single-pass OUT_CONTIGUOUS one. Measured against that
-    tile on the H100, / a copy of the view: C = 128 fp32 1.49x -> 0.96x, bf16 2.24x -> 0.86x; bf16
-    [512, 16] x 8 2.43x -> 0.93x; fp32 [1024, 16] x 8 1.46x -> 1.08x; fp32 [4096, 8] x 16 2.03x ->
-    1.15x (48 bytes of spills)."""
+    INNER_STRIDE_2=1 twin of each unmarked single-pass OUT_CONTIGUOUS one: faster than that tile
+    on x[..., ::2] at every C measured (docs/performance.md)."""
     twins = [dict(v, INNER_STRIDE_2=1) for v in variants
              if "INNER_STRIDE_2" not in v and v.get("OUT_CONTIGUOUS") and v["SINGLE_PASS"]]
     return [{"INNER_STRIDE_2": 0, **v} for v in variants] + twins
@@ -241,16 +184,12 @@ def with_softmax_stats(variants: list, wanted=lambda variant: True) -> list:
     each position's softmax statistics for the backward (softmax_bias_sigmoid_backward.py reads
     them). The forward wants them all: the launcher tries each twin just before its tile, so
     autograd then runs the tile the op runs, and gets the same out to the bit. In fp16 and bf16
-    the backward measured slower reading them (H100, 16x128x128x128 bf16: 0.133 ms against 0.113
-    recomputing), so only fp32 has twins.
+    the backward was slower reading them than recomputing them, so only fp32 has twins.
 
-    The twins declare the batch strides 32-bit (BATCH_BITS): the launcher takes them only where
-    every offset of the tensor fits. On the H100 the same statistics-reading backward ran at
-    1.198x of its copy with 64-bit batch strides and 1.114x with 32-bit ones (the workload,
-    [128, 32] x 4; the forward writing them 1.116x and 1.103x): the PTX differs in three
-    multiplications, and ptxas then orders the loads of x and grad_out differently. The other
-    variants keep 64-bit batch strides, under which the recomputing bf16 backward was the
-    faster (0.113 against 0.125 ms)."""
+    The twins declare the batch strides 32-bit (BATCH_BITS), which the launcher takes only where
+    every offset of the tensor fits: with them ptxas orders the backward's loads of x and
+    grad_out better. The other variants keep 64-bit batch strides, under which the recomputing
+    bf16 backward was the faster. docs/performance.md has the measurements."""
     twins = [dict(v, SOFTMAX_STATS=1, BATCH_BITS=32, dtypes=("fp32",)) for v in variants
              if v["SINGLE_PASS"] and v["CONTIGUOUS"] and "fp32" in v.get("dtypes", ("fp32",)) and wanted(v)]
     return [dict(v, SOFTMAX_STATS=0, BATCH_BITS=64) for v in variants] + twins
@@ -388,9 +327,7 @@ def _sample_positions(num_positions, num_position_blocks, BLOCK_S: tl.constexpr,
     """For a program over [channels, positions] tiles: its sample n (64-bit, for the batch
     offset), its BLOCK_S positions s and the mask of those inside the sample. SAMPLES_ON_AXIS_1:
     the grid is 2-D, (position blocks, samples), which spares the division by a runtime value
-    that splits a 1-D program id, something a launch-bound kernel waits on before its first load
-    (H100, 16x1x64x64 fp32, per call in a CUDA graph, a minimal kernel of the op's math: 1.44 us
-    on a flat index, 1.52 us with the division, 1.45 us on a 2-D grid)."""
+    that splits a 1-D program id, something a launch-bound kernel waits on before its first load."""
     if SAMPLES_ON_AXIS_1:
         n = tl.program_id(1).to(tl.int64)
         first = tl.program_id(0).to(index) * BLOCK_S
@@ -467,7 +404,7 @@ def softmax_bias_sigmoid(
     # CHANNELS_BY_16 and BATCH_BITS change nothing here, nor ALIGNED but for the span of an
     # INNER_STRIDE_2 tile: they name the divisibility promises (multiples) and the batch strides'
     # width the variant is compiled with. SMALL_TENSOR tiles run on a 2-D grid whose axis 1 is
-    # the sample (the launcher's kMaxSamplesOnAxis1 bounds it).
+    # the sample (the registry's max_samples_on_axis_1 bounds it).
     index = tl.int64 if INDEX_BITS == 64 else tl.int32
     if CHANNELS_EXACT:
         # C as a constant equal to the tile: every channel mask folds away.
@@ -513,8 +450,7 @@ def softmax_bias_sigmoid(
             if BLOCK_C == 1:
                 # One channel, whose softmax exp2(0) / exp2(0) is 1 wherever x is finite and NaN
                 # elsewhere, as x - x + 1 is: the sigmoid is computed while x is loading and only
-                # an add waits for x, and the output is the general form's to the bit (H100,
-                # 16x1x64x64 fp32 per call in a CUDA graph: 1.390 against 1.422 us).
+                # an add waits for x, and the output is the general form's to the bit.
                 bias = _to_compute(tl.load(bias_ptr + channel_offsets, mask=channel_mask, other=0.0))
                 y = (x - x) + _sigmoid((1.0 + bias) * scale)[:, None]
             else:
@@ -534,12 +470,9 @@ def softmax_bias_sigmoid(
             tl.store(out_base + out_offsets, y.to(out_ptr.dtype.element_ty), mask=mask)
             if SOFTMAX_STATS:
                 # (N, 2, S) in the compute type: the max, then 1 / sum, of every position. Which
-                # max is faster depends on the tile, by how ptxas schedules it (H100, the workload,
-                # / a copy): the masked [128, 64] x 4 ran at 1.15x reducing x again with tl.max
-                # and 1.23x keeping the first reduction's max live (1.100x and 1.224x in a later
-                # run), the whole-sector [128, 32] x 4 at 1.187x and 1.042x (the op without
-                # statistics: 1.035x). tl.max skips NaN, the first max keeps it; 1 / sum carries it
-                # either way.
+                # max is faster depends on the tile, by how ptxas schedules it: the whole-sector
+                # tile keeps the first reduction's, the others reduce x again (docs/performance.md).
+                # tl.max skips NaN, the first max keeps it; 1 / sum carries it either way.
                 stats_base = softmax_stats_ptr + n * 2 * num_positions
                 stats_max = channel_max if SECTOR_STORES else tl.max(x, axis=0)
                 tl.store(stats_base + s, stats_max, mask=position_mask)

@@ -9,7 +9,7 @@ variants), each position's channel max and 1 / sum (no full-size tensor but x is
 The kernel writes grad_x, and per program the sums of dp over its positions, one row of C
 values of a (programs, C) buffer in the compute type, whose columns the launcher adds up with
 the column_sums kernel (column_sums.py). Rows, not columns: writing the buffer transposed made
-this kernel 13% slower on the workload (H100), for a sum 50 us faster.
+this kernel slower by more than the sum gained (docs/performance.md).
 
 Same view and tiling as the forward (softmax_bias_sigmoid.py): x, grad_out and grad_x as
 (N, C, S) with two strided spatial groups (CONTIGUOUS: all three with stride 1 along the
@@ -59,9 +59,7 @@ DTYPES = ("fp32", "fp16", "bf16")
 
 def multiples(variant: dict, dtype: str) -> dict:
     """As the forward's: a CHANNELS_BY_16 variant is compiled for C a multiple of 16. Every
-    single-pass tile has that twin here (fewer registers: 175 instead of 203 at C = 128 in
-    fp32). H100, the workload: the op ran at 1.33x of its copy with it; the same tile compiled
-    without it, timed through Triton, at 1.36x."""
+    single-pass tile has that twin here: fewer registers (docs/performance.md)."""
     return {"num_channels": 16} if variant.get("CHANNELS_BY_16") else {}
 
 
@@ -71,19 +69,15 @@ def _variant(block_c, block_s, num_warps, single_pass=True, contiguous=True, ind
 
 
 # Two tensors in flight instead of the forward's one: the single-pass tiles hold 32 values per
-# thread of each (the forward's 64 at C = 128 would spill). Measured on the workload (H100,
-# C = 128, 4 warps): BLOCK_S 32 1.36x of a copy of the bytes moved, 16 1.43x, 64 1.44x;
-# 8 warps at the same 32 values per thread 1.55x. The launcher takes the smallest BLOCK_C that
-# covers C.
+# thread of each (the forward's 64 at C = 128 would spill), 4 warps, the best of the BLOCK_S
+# and warps measured on the workload (docs/performance.md). The launcher takes the smallest
+# BLOCK_C that covers C.
 _SINGLE_PASS_TILES = [(16, 256, 4), (64, 64, 4), (128, 32, 4), (1024, 8, 8)]
 _MULTI_PASS_TILE = (64, 32, 4)
 
 # SOFTMAX_STATS twins (fp32) of the single-pass CONTIGUOUS tiles read the forward's per-position
 # max and 1 / sum instead of recomputing them: one reduction over the channels instead of three.
-# On the workload (H100, [128, 32] x 4, compiled as aot.py compiles it), / its copy: 1.114x,
-# against 1.250x recomputing with CHANNELS_BY_16 (both with 32-bit batch strides; see
-# with_softmax_stats). Their CHANNELS_BY_16 form ran at 1.323x (168 registers against 210),
-# so they have none.
+# Their CHANNELS_BY_16 form was slower (docs/performance.md), so they have none.
 VARIANTS = with_softmax_stats(with_channels_by_16(
     [_variant(*tile) for tile in _SINGLE_PASS_TILES] + [_variant(*_MULTI_PASS_TILE, single_pass=False)]
     + [_variant(*tile, contiguous=False) for tile in _SINGLE_PASS_TILES]

@@ -4,9 +4,8 @@ programs.
 
 The forward's multi-pass kernel gives one program all channels of its positions, so its grid is
 N * S / BLOCK_S programs whatever C is: at (4, 32768, 16, 16) and BLOCK_S = 8 that is 128
-programs, each sweeping 32768 channel rows twice, and the H100's 132 SMs can keep few loads in
-flight. Here the grid is that times the number of CHANNELS_PER_SPLIT chunks of C, in two
-launches on one stream:
+programs, each sweeping 32768 channel rows twice, too few to keep many loads in flight. Here the
+grid is that times the number of CHANNELS_PER_SPLIT chunks of C, in two launches on one stream:
 
 - STATISTICS: each program sweeps its chunk with an online max and sum (the forward's
   _softmax_statistics) and writes the chunk's reference point and 1 / sum for its positions to
@@ -14,16 +13,9 @@ launches on one stream:
 - OUTPUT: each program merges the statistics of every chunk of its positions and writes out for
   its own chunk.
 
-x is read twice, so a copy's time times 1.5 is the floor. Measured on the H100 (triton 3.6,
-tiles compiled the library's way): (4, 32768, 16, 16) fp32 1.71x of a copy, where the
-multi-pass kernel took 2.42x with a [512, 8] tile and 5.9x with the tuned one; bf16 2.36x
-(4.12x); (2, 32768, 32, 32) fp32 1.67x (2.14x). Of the tiles and chunks first tried (chunks of
-512, 1024, 2048 channels; [32, 32], [64, 32] and [32, 64] tiles, 4 warps) [32, 32] with 1024 was
-best or within 5% of it in each case; in the library (4, 32768, 16, 16) fp32 ran 1.84x of a
-copy, 0.173 ms, against 0.558 ms before and 0.202 ms for torch.compile. Tiles per dtype with
-rows promised on 16 bytes (TILES below) took it to 1.67x (0.158 ms), bf16 from 2.57x to 2.19
-to 2.23x, and fp16 to 2.34x. For C = 4096 the single-pass tile stays faster (1.29x against 1.68x here), which is why
-this kernel only takes what no single-pass tile holds.
+x is read twice, so a copy's time times 1.5 is the floor. Where a single-pass tile holds C, it
+stays faster, which is why this kernel only takes what none holds; docs/performance.md has the
+measurements of the chunk size, the tiles and the alternatives.
 
 This module is read at build time only (by triton_src/aot.py); nothing imports it at run time.
 """
@@ -57,14 +49,7 @@ STATISTICS = tl.constexpr(0)
 OUTPUT = tl.constexpr(1)
 
 # Tiles by dtype, (ALIGNED, BLOCK_C, BLOCK_S, SWEEP_STAGES), the launcher taking the first whose
-# promise the call keeps. H100, / a copy, tiles compiled as aot.py compiles them, each dtype in
-# one run (do_bench, L2 cleared), 4x32768x16x16 (2x32768x32x32):
-# - fp32: [32, 32] unaligned 1.86x (1.79x); [32, 64] with rows on 16 bytes and 3 chunks of the
-#   statistics sweep prefetched into shared memory 1.68x (1.69x).
-# - fp16: [32, 32] unaligned 2.58x (2.46x), [64, 32] unaligned 2.66x (2.43x), [64, 32] aligned
-#   2.36x (2.42x).
-# - bf16: [32, 32] unaligned 2.58x, [64, 32] unaligned 2.22x, [64, 32] aligned 2.37x; prefetching
-#   chunks, or [32, 64], slower in both half types.
+# promise the call keeps: each the fastest of its dtype in one run (docs/performance.md).
 TILES = {
     "fp32": [(1, 32, 64, 3), (0, 32, 32, 1)],
     "fp16": [(1, 64, 32, 1), (0, 32, 32, 1)],
