@@ -39,6 +39,8 @@ struct Index {
   std::vector<Facts> required;                         // by flavour
   std::map<std::string, std::vector<int>> in_order;     // kernel -> its flavours, in order
   std::map<std::pair<int, std::string>, FlavourTiles> tiles;  // (flavour, dtype) -> tiles
+  // (kernel, dtype) -> its flavours with tiles in that dtype, in order: one lookup a call.
+  std::map<std::pair<std::string, std::string>, std::vector<std::pair<int, const FlavourTiles*>>> walks;
 };
 
 int64_t block_c(const Variant* v) { return v->constexpr_value("BLOCK_C"); }
@@ -100,6 +102,13 @@ const Index& index() {
       }
       ++linked;
     }
+    for (const auto& [kernel, flavours] : index.in_order) {
+      for (const int f : flavours) {
+        for (const auto& [key, tiles] : index.tiles) {
+          if (key.first == f) index.walks[{kernel, key.second}].emplace_back(f, &tiles);
+        }
+      }
+    }
     return index;
   }();
   return built;
@@ -132,18 +141,16 @@ FlavourChoice choose_flavour(const char* kernel, at::ScalarType dtype, int64_t c
     *passed_over += (passed_over->empty() ? "" : ", ") + std::string(flavour.name) + " (" + why + ")";
     last_reason = why;
   };
-  const auto kernel_flavours = ix.in_order.find(kernel);
-  if (kernel_flavours != ix.in_order.end()) {
-    for (const int f : kernel_flavours->second) {
+  const auto walk = ix.walks.find({kernel, dtype_name});
+  if (walk != ix.walks.end()) {
+    for (const auto& [f, flavour_tiles] : walk->second) {
       const Flavour& flavour = table.flavours[f];
-      const auto found = ix.tiles.find({f, dtype_name});
-      if (found == ix.tiles.end()) continue;  // no tile in this dtype: nothing to say
       const Facts missing = ix.required[f] & ~facts;
       if (missing.any()) {
         if (!missing.test(static_cast<size_t>(Fact::kSoftmaxStats))) pass_over(flavour, "needs " + fact_names(missing));
         continue;
       }
-      const FlavourTiles& tiles = found->second;
+      const FlavourTiles& tiles = *flavour_tiles;
       const auto tile = std::find_if(tiles.single_pass.begin(), tiles.single_pass.end(), [&](const Variant* t) {
         return flavour.exact_channels ? block_c(t) == channels : block_c(t) >= channels;
       });
@@ -180,16 +187,13 @@ FlavourChoice choose_flavour(const char* kernel, at::ScalarType dtype, int64_t c
 
 int64_t widest_tile_requiring(const char* kernel, at::ScalarType dtype, Fact fact) {
   const Index& ix = index();
-  const auto kernel_flavours = ix.in_order.find(kernel);
-  if (kernel_flavours == ix.in_order.end()) return 0;
+  const auto walk = ix.walks.find({kernel, triton_dtype(dtype)});
   int64_t widest = 0;
-  for (const int f : kernel_flavours->second) {
-    const auto found = ix.tiles.find({f, triton_dtype(dtype)});
-    if (found == ix.tiles.end() || found->second.single_pass.empty() ||
-        !ix.required[f].test(static_cast<size_t>(fact))) {
-      continue;
+  if (walk == ix.walks.end()) return widest;
+  for (const auto& [f, tiles] : walk->second) {
+    if (ix.required[f].test(static_cast<size_t>(fact)) && !tiles->single_pass.empty()) {
+      widest = std::max(widest, block_c(tiles->single_pass.back()));
     }
-    widest = std::max(widest, block_c(found->second.single_pass.back()));
   }
   return widest;
 }
