@@ -5,8 +5,9 @@ read.
 
 A flavour is what a kernel variant is compiled to assume (its `promises`: constexprs, and the
 divisibility promises that follow from them in each kernel module's `multiples`) and what a call
-must have to run it (`requires`: facts that csrc/ops/flavour_choice.h defines, one function
-each). Every variant of a kernel belongs to exactly one flavour, by its constexprs. For a call,
+must have to run it (`requires`: facts that csrc/ops/flavour_choice.h names and the op computes
+from its tensors, with the bounds in FACT_LIMITS). Every variant of a kernel belongs to exactly
+one flavour, by its constexprs. For a call,
 the chooser takes the first flavour of the kernel whose facts the call has and which has a tile
 for the call's dtype and C: the single-pass tile with the smallest BLOCK_C that holds C (with
 `exact_channels`, the one whose BLOCK_C is C), else its multi-pass tile. Two rules may still turn
@@ -16,7 +17,7 @@ a tile of the same BLOCK_C: the tuner measured them against it there and nowhere
 divides the group). `fused_ops.explain(x, bias)` names the flavour a call runs and why each
 one before it was passed over.
 
-This module is read at build time only; nothing imports it at run time.
+This module is read at build time (and by the tests); nothing imports it at run time.
 """
 from dataclasses import dataclass, field
 
