@@ -7,8 +7,8 @@
 // reaches memory) where that kernel applies: float16, bfloat16, or float32 with TF32 allowed for
 // convolutions (torch.backends.cudnn.allow_tf32, PyTorch's default); C_out <= the widest
 // channel tile built (128); and 32-bit offsets within one sample. Elsewhere, and on the CPU, it runs ATen's
-// convolution followed by fused::softmax_bias_sigmoid (on CUDA both in channels_last, the
-// tail writing NCHW). Either way the output is a contiguous NCHW tensor of x's dtype.
+// convolution followed by fused::softmax_bias_sigmoid (on CUDA the convolution in the format
+// its cuDNN kernels take, the tail writing NCHW). Either way the output is a contiguous NCHW tensor of x's dtype.
 // Differentiable in x, weight, conv_bias and bias (the Autograd kernel at the end).
 
 #include <ATen/ATen.h>
@@ -107,15 +107,19 @@ at::Tensor conv_transpose2d_softmax_bias_sigmoid_meta(
   return at::empty_symint(shape, x.options());
 }
 
-// The memory format ATen's convolution of x runs fastest in. cuDNN's tensor-core kernels (fp16,
-// bf16, fp32 as TF32) are NHWC and wrap an NCHW convolution in transposes (1.1 ms of the
-// workload's 2.5 in eager fp32); its full-precision fp32 kernels are NCHW and transpose an NHWC
-// input instead (docs/performance.md has both measurements).
-at::MemoryFormat convolution_format(const at::Tensor& x) {
+// Whether a CUDA convolution of x runs on the tensor cores: fp16, bf16, or fp32 as TF32 (unless
+// TF32 is turned off for cuDNN). The fused kernel's convolution does so too, so it takes these.
+bool convolution_on_tensor_cores(const at::Tensor& x) {
   const at::ScalarType dtype = x.scalar_type();
-  const bool tensor_cores = x.is_cuda() && (dtype == at::kHalf || dtype == at::kBFloat16 ||
-                                            (dtype == at::kFloat && at::globalContext().allowTF32CuDNN()));
-  return tensor_cores ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  return x.is_cuda() && (dtype == at::kHalf || dtype == at::kBFloat16 ||
+                         (dtype == at::kFloat && at::globalContext().allowTF32CuDNN()));
+}
+
+// The memory format ATen's convolution of x runs fastest in: cuDNN's tensor-core kernels are NHWC
+// and wrap an NCHW convolution in transposes, its full-precision fp32 kernels are NCHW and
+// transpose an NHWC input instead (docs/performance.md has both measurements).
+at::MemoryFormat convolution_format(const at::Tensor& x) {
+  return convolution_on_tensor_cores(x) ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
 }
 
 // ATen's convolution, then the fused softmax tail (through the dispatcher, so either backend).
@@ -234,11 +238,8 @@ at::Tensor conv_transpose2d_softmax_bias_sigmoid_cuda(
                            out_channels * out_height * out_width <= kInt32Max &&
                            stride[0] * stride[1] * out_channels * taps_h * taps_w * in_channels <=
                                kInt32Max;
-  // In float32 the kernel's convolution is TF32, as ATen's is unless TF32 is turned off for cuDNN.
   const at::ScalarType dtype = x.scalar_type();
-  const bool kernel_dtype = dtype == at::kHalf || dtype == at::kBFloat16 ||
-                            (dtype == at::kFloat && at::globalContext().allowTF32CuDNN());
-  if (!kernel_dtype || !offsets_fit) {
+  if (!convolution_on_tensor_cores(x) || !offsets_fit) {
     return unfused_cuda(x, weight, conv_bias, bias, stride, padding, output_padding, scale);
   }
   at::Tensor out = at::empty({batch, out_channels, out_height, out_width}, x.options());
