@@ -1,7 +1,7 @@
 """Measures the candidate tiles of triton_src/softmax_bias_sigmoid.py on this GPU and writes the
 table that the build compiles: triton_src/softmax_bias_sigmoid_tuning.json.
 
-    python benchmarks/tune_softmax_bias_sigmoid.py [--out PATH] [--jobs N]
+    python benchmarks/tune_softmax_bias_sigmoid.py [--out PATH] [--jobs N] [--flavours ...] [--prune]
 
 For every layout flavour (contiguous NCHW, the same with 16-byte aligned rows, channels_last
 unaligned and aligned, the general strided view, and x[..., ::2] with rows on 16 bytes read as
@@ -15,7 +15,8 @@ run, than every tile that the launcher's order would put after it for C equal to
 (RIVALS): each variant costs every user build time. Likewise a bucket's tile stays only where it
 is 3% faster at its C than the next larger bucket's kept tile, which would serve that C without
 it (prune_buckets); the table records what each kept tile buys (next_bucket_ms) and what went. --flavours re-measures
-some flavours (and their rivals) and keeps the table's entries of the others. The launcher then
+some flavours (and their rivals) and keeps the table's entries of the others; --prune sweeps no
+candidates, but times the table's own tiles again and applies those two rules to them. The launcher then
 takes, per call, the variant of the call's flavour and dtype with the smallest BLOCK_C that
 holds C (csrc/ops/flavour_choice.cpp), falling back to the two-pass tile above the largest bucket; the
 aligned spans' two-pass tile is timed at several C and replaces the single-pass tiles from the
@@ -349,30 +350,15 @@ def compile_only(job) -> None:
     run_job(job)
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=KERNEL_PATH.with_name(TUNING_NAME))
-    parser.add_argument("--jobs", type=int, default=8, help="processes compiling candidates")
-    parser.add_argument("--flavours", nargs="+", choices=sorted(FLAVOURS), default=list(FLAVOURS),
-                        help="re-measure these, keep the table's (--out) entries of the others")
-    args = parser.parse_args(argv)
-    flavours = set(args.flavours) | {rival for f in args.flavours for rival in RIVALS.get(f, ())}
-    if flavours != set(FLAVOURS) and not args.out.is_file():
-        parser.error(f"--flavours re-measures part of the table at --out, and {args.out} is not one: copy "
-                     f"{KERNEL_PATH.with_name(TUNING_NAME)} there first, or measure every flavour")
-    if not torch.cuda.is_available():
-        print("tune_softmax_bias_sigmoid: needs a CUDA GPU")
-        return 2
-    kept, earlier = [], None
-    if flavours != set(FLAVOURS):
-        earlier = json.loads(args.out.read_text())
-        kept = [v for v in earlier.pop("variants") if v["flavour"] not in flavours | {"strided_index64"}]
-    work = jobs([f for f in FLAVOURS if f in flavours])
-    print(f"{len(work)} candidates; compiling with {args.jobs} processes", flush=True)
-    context = __import__("multiprocessing").get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
-        list(pool.map(compile_only, work, chunksize=4))
+def size_class_of(entry: dict) -> str:
+    return next(name for name, (_, dtypes) in SIZE_CLASSES.items() if list(dtypes) == entry["dtypes"])
 
+
+def measure_candidates(flavours: list[str], jobs_count: int) -> dict:
+    """Every candidate of the flavours, timed: the fastest single-pass tile per (size class,
+    flavour, bucket), and the two-pass tiles chosen by choose_two_pass."""
+    work = jobs(flavours)
+    compile_all(work, jobs_count)
     module = load_kernel_module()
     best: dict[tuple, dict] = {}
     two_pass_ms: dict[tuple, dict] = {}  # (size class, flavour, tile) -> {C: ms}
@@ -395,18 +381,46 @@ def main(argv=None) -> int:
                                                     if (size_class, flavour, c) in best else "")
                           for c, ms in times.items()), flush=True)
     choose_two_pass(best, two_pass_ms)
-    pruned = prune_buckets(best, lambda size_class, flavour, tile, channels: run_job(
-        (size_class, flavour, tile["BLOCK_C"], tile["BLOCK_S"], tile["num_warps"], True, channels), module))
-    for entry in pruned:
-        print(f"pruned: {entry}", flush=True)
-    served = {(e["size_class"], e["flavour"], e["BLOCK_C"]): {"ms": e["served_ms"]} for e in pruned if "served_ms" in e}
+    return best
 
-    variants = kept
+
+def remeasure_table(entries: list[dict], jobs_count: int) -> dict:
+    """The table's own single-pass tiles, each timed again at the C of its bucket (this run's
+    figures, to compare with the tiles that would serve that C without it); its two-pass tiles
+    as they were measured."""
+    best = {}
+    for entry in entries:
+        choice = {"ms": entry["measured_ms"], "BLOCK_C": entry["BLOCK_C"], "BLOCK_S": entry["BLOCK_S"],
+                  "num_warps": entry["num_warps"], "single_pass": bool(entry["SINGLE_PASS"])}
+        best[(size_class_of(entry), entry["flavour"], entry["BLOCK_C"] if entry["SINGLE_PASS"] else "two-pass")] = choice
+    work = [(size_class, flavour, c["BLOCK_C"], c["BLOCK_S"], c["num_warps"], True, bucket)
+            for (size_class, flavour, bucket), c in best.items() if c["single_pass"]]
+    compile_all(work, jobs_count)
+    module = load_kernel_module()
+    for job in work:
+        best[job[:2] + (job[2],)]["ms"] = run_job(job, module)
+    return best
+
+
+def compile_all(work: list[tuple], jobs_count: int) -> None:
+    print(f"{len(work)} candidates; compiling with {jobs_count} processes", flush=True)
+    context = __import__("multiprocessing").get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(jobs_count, mp_context=context) as pool:
+        list(pool.map(compile_only, work, chunksize=4))
+
+
+def table_entries(best: dict, pruned: list[dict]) -> list[dict]:
+    """The table's variants from the kept tiles: each flavour's tile stays where it is at least 3%
+    faster than every rival's for the same C (a rival whose bucket went is measured by the tile
+    that serves its C instead)."""
+    served = {(e["size_class"], e["flavour"], e["BLOCK_C"]): {"ms": e["served_ms"]} for e in pruned if "served_ms" in e}
+    variants = []
     for (size_class, flavour, bucket), choice in sorted(best.items(), key=lambda item: str(item[0])):
-        # A rival whose bucket went is measured by the tile that serves its C instead.
         rivals = [best.get((size_class, rival, bucket)) or served.get((size_class, rival, bucket))
                   for rival in RIVALS.get(flavour, ())]
         if any(rival is not None and choice["ms"] > KEEP_MARGIN * rival["ms"] for rival in rivals):
+            pruned.append({"flavour": flavour, "size_class": size_class, "BLOCK_C": bucket, "ms": choice["ms"],
+                           "rival_faster": True})
             continue
         contiguous, channels_last, aligned, exact, sector_stores = FLAVOURS[flavour]
         span_keys = {"OUT_CONTIGUOUS": 1, "INNER_STRIDE_2": 1,
@@ -420,13 +434,49 @@ def main(argv=None) -> int:
                          **span_keys, **({"SMALL_TENSOR": 1} if flavour in SMALL_TENSOR_FLAVOURS else {}),
                          "INDEX_BITS": 32, "measured_ms": round(choice["ms"], 5),
                          **({"next_bucket_ms": round(choice["next_bucket_ms"], 5)} if "next_bucket_ms" in choice else {})})
+    return variants
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=KERNEL_PATH.with_name(TUNING_NAME))
+    parser.add_argument("--jobs", type=int, default=8, help="processes compiling candidates")
+    parser.add_argument("--flavours", nargs="+", choices=sorted(FLAVOURS), default=list(FLAVOURS),
+                        help="re-measure these, keep the table's (--out) entries of the others")
+    parser.add_argument("--prune", action="store_true",
+                        help="sweep no candidates: time the table's (--out) tiles again and drop those that do "
+                             "not earn their place")
+    args = parser.parse_args(argv)
+    flavours = set(args.flavours) | {rival for f in args.flavours for rival in RIVALS.get(f, ())}
+    if (flavours != set(FLAVOURS) or args.prune) and not args.out.is_file():
+        parser.error(f"--flavours and --prune start from the table at --out, and {args.out} is not one: copy "
+                     f"{KERNEL_PATH.with_name(TUNING_NAME)} there first, or measure every flavour")
+    if not torch.cuda.is_available():
+        print("tune_softmax_bias_sigmoid: needs a CUDA GPU")
+        return 2
+    kept, earlier = [], None
+    if flavours != set(FLAVOURS) or args.prune:
+        earlier = json.loads(args.out.read_text())
+        earlier.pop("pruned", None)  # this run records its own
+        entries = earlier.pop("variants")
+        kept = [v for v in entries if v["flavour"] not in flavours | {"strided_index64"}]
+    if args.prune:
+        best = remeasure_table([v for v in entries if v["flavour"] in flavours], args.jobs)
+    else:
+        best = measure_candidates([f for f in FLAVOURS if f in flavours], args.jobs)
+    module = load_kernel_module()
+    pruned = prune_buckets(best, lambda size_class, flavour, tile, channels: run_job(
+        (size_class, flavour, tile["BLOCK_C"], tile["BLOCK_S"], tile["num_warps"], True, channels), module))
+    variants = kept + table_entries(best, pruned)
+    for entry in pruned:
+        print(f"pruned: {entry}", flush=True)
     for block_c, block_s, warps, single_pass in INDEX64_TILES:
         variants.append({"flavour": "strided_index64", "dtypes": ["fp32", "fp16", "bf16"],
                          "BLOCK_C": block_c, "BLOCK_S": block_s, "num_warps": warps,
                          "SINGLE_PASS": int(single_pass), "CONTIGUOUS": 0, "CHANNELS_LAST": 0, "ALIGNED": 0,
                          "CHANNELS_EXACT": 0, "INDEX_BITS": 64, "measured_ms": None})
     table = {
-        "written_by": "benchmarks/tune_softmax_bias_sigmoid.py",
+        "written_by": "benchmarks/tune_softmax_bias_sigmoid.py" + (" --prune" if args.prune else ""),
         "device": torch.cuda.get_device_name(),
         "torch": torch.__version__,
         "triton": triton.__version__,
@@ -437,12 +487,12 @@ def main(argv=None) -> int:
         "flavours": sorted(flavours),
     }
     if earlier is not None:
-        # The other flavours' entries come from the table's earlier run(s).
+        # The tiles (and with --flavours the other flavours' entries) come from the earlier run(s).
         table["other_flavours_from"] = {key: value for key, value in earlier.items() if key != "written_by"}
     table["variants"] = variants
     table["pruned"] = pruned
     args.out.write_text(json.dumps(table, indent=1) + "\n")
-    print(f"wrote {args.out}: {len(variants)} variants")
+    print(f"wrote {args.out}: {len(variants)} variants, {len(pruned)} pruned")
     for v in variants:
         print(f"  {v['flavour']:<22}{'/'.join(v['dtypes']):<10}C{v['BLOCK_C']:<6}S{v['BLOCK_S']:<5}"
               f"w{v['num_warps']:<3}{'' if v['SINGLE_PASS'] else 'two-pass '}{v['measured_ms']}")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import functools
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -157,6 +158,7 @@ def kernel_modules() -> list[Path]:
                   if p.name not in ("aot.py", "__init__.py") and "VARIANTS =" in p.read_text())
 
 
+@functools.cache  # once per process: executing a kernel module took 6% of a kernel's compile
 def load_module(path: str):
     spec = importlib.util.spec_from_file_location(f"fused_ops_kernels.{Path(path).stem}", path)
     module = importlib.util.module_from_spec(spec)
