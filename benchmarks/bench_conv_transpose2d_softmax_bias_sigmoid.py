@@ -119,18 +119,18 @@ def tile(block_m, block_k, num_warps, num_stages, block_n=128):
     return dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=num_warps, num_stages=num_stages)
 
 
-def aot_tile() -> dict:
-    """The AOT table's first (fastest) tile for stride_w == 2."""
-    first = next(v for v in kernels.VARIANTS if v["W_PHASES"] == 2)
+def aot_tile(dtype: str = "fp32") -> dict:
+    """The AOT table's first (fastest) tile of the dtype for stride_w == 2."""
+    first = next(v for v in kernels.VARIANTS if v["W_PHASES"] == 2 and dtype in v["dtypes"])
     return {k: first[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K", "num_warps", "num_stages")}
 
 
-def sweep_configs(dtype: torch.dtype = torch.float32) -> list[dict]:
+def sweep_configs(dtype: str = "fp32") -> list[dict]:
     # Half precision's tensor-core steps are 16 deep (TF32's 8): it also gets 64-deep chunks.
-    depths = (16, 32) if dtype == torch.float32 else (16, 32, 64)
+    depths = (16, 32) if dtype == "fp32" else (16, 32, 64)
     configs = [tile(m, k, w, s) for m, w in ((64, 4), (64, 8), (128, 8)) for k in depths for s in (2, 3, 4)]
-    if aot_tile() not in configs:
-        configs.append(aot_tile())
+    if aot_tile(dtype) not in configs:
+        configs.append(aot_tile(dtype))
     return configs
 
 
@@ -306,7 +306,7 @@ def main(argv=None) -> int:
         report["sweep_dtype"] = args.sweep_dtype
         with torch.no_grad():
             expected = model(x)
-            for config in sweep_configs(sweep_dtype):
+            for config in sweep_configs(args.sweep_dtype):
                 entry = dict(config)
                 try:
                     launched = []
@@ -324,7 +324,7 @@ def main(argv=None) -> int:
                     else entry.get("error", "")), flush=True)
             report["sweep"] = sweep
             ranked = sorted((e for e in sweep if "ms" in e and e["max_abs_err"] <= sweep_tolerance), key=lambda e: e["ms"])
-            for label, config in (("best", ranked[0] if ranked else None), ("aot", aot_tile())):
+            for label, config in (("best", ranked[0] if ranked else None), ("aot", aot_tile(args.sweep_dtype))):
                 if config is None:
                     continue
                 config = {k: config[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K", "num_warps", "num_stages")}

@@ -59,10 +59,11 @@ SIGNATURE = {
 DTYPES = ("fp32", "fp16", "bf16")
 
 
-def variant(w_phases, block_m, block_k, num_warps, num_stages, aligned=False, block_n=128, breakdown=0):
+def variant(w_phases, block_m, block_k, num_warps, num_stages, aligned=False, block_n=128, breakdown=0,
+            dtypes=DTYPES):
     return dict(W_PHASES=w_phases, ALIGNED=int(aligned),
                 BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, BREAKDOWN=breakdown,
-                num_warps=num_warps, num_stages=num_stages)
+                num_warps=num_warps, num_stages=num_stages, dtypes=dtypes)
 
 
 def multiples(variant: dict, dtype: str) -> dict:
@@ -75,18 +76,23 @@ def multiples(variant: dict, dtype: str) -> dict:
                                   "out_channels")}
 
 
-# The launcher takes the first variant (in this order) with the call's W_PHASES that its alignment
-# allows, whose BLOCK_N holds C_out and whose image fits the GPU's shared memory per block.
-# 64 positions of two column phases, 4 warps (one warpgroup), three stages of 16-channel chunks:
-# the fastest of 24 tiles swept on the H100 (the -sweep file in benchmarks/results/). Its two
-# 64 x 128 fp32 accumulators take 244 registers a thread, so two programs share an SM and one's
-# epilogue overlaps the other's main loop. Its shared memory (60 KB for sm_90's wgmma pipeline,
-# 40 KB as sm_89 compiles it) fits the RTX 4090's 99 KB per block (aot.py checks), and its
-# registers (255 on sm_89) allow two 128-thread programs an SM there too, so sm_89 builds the
-# same tile (docs/performance.md, "The RTX 4090 on paper").
-# W_PHASES = 1 (strides other than 2 across) reuses the tile; it has not been timed on its own.
+# The launcher takes the first variant (in this order) of x's dtype with the call's W_PHASES that
+# its alignment allows, whose BLOCK_N holds C_out and whose image fits the GPU's shared memory per
+# block. Each is the fastest tile of the sweep for its dtypes (`bench_conv_transpose2d_softmax_bias_sigmoid.py
+# --sweep [--sweep-dtype fp16]`; docs/performance.md):
+# - fp32: 64 positions of two column phases, 4 warps (one warpgroup), three stages of 16-channel
+#   chunks. Its two 64 x 128 fp32 accumulators take 244 registers a thread, so two programs share
+#   an SM and one's epilogue overlaps the other's main loop.
+# - fp16 and bf16: the same, but 64-channel chunks in two stages. A half-precision tensor-core step
+#   is 16 deep, so 16-channel chunks made the loop's overhead dominate.
+# The shared memory of each fits the RTX 4090's 99 KB per block (aot.py checks) and its registers
+# allow two 128-thread programs an SM there too, so sm_89 builds the same tiles.
+# The unaligned and W_PHASES = 1 (strides other than 2 across) variants reuse fp32's tile; they
+# have not been timed on their own.
+_HALF = ("fp16", "bf16")
 VARIANTS = [
-    variant(w_phases=2, block_m=64, block_k=16, num_warps=4, num_stages=3, aligned=True),
+    variant(w_phases=2, block_m=64, block_k=64, num_warps=4, num_stages=2, aligned=True, dtypes=_HALF),
+    variant(w_phases=2, block_m=64, block_k=16, num_warps=4, num_stages=3, aligned=True, dtypes=("fp32",)),
     variant(w_phases=2, block_m=64, block_k=16, num_warps=4, num_stages=3),
     variant(w_phases=1, block_m=64, block_k=16, num_warps=4, num_stages=3),
 ]
