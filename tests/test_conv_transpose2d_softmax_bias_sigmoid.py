@@ -209,8 +209,11 @@ def test_cuda_workload_layer_runs_the_fused_kernel(requires_grad, dtype):
 
 # Half precision: the workload's layer and odd ones (strides 1 to 3, kernels 2 to 5, C_out not a
 # multiple of 16), all in the fused kernel.
-HALF_CONFIGS = [WORKLOAD_CONFIG, (2, 16, 9, 9, 40, 3, 1, 1, 0), (2, 8, 10, 7, 24, 5, 3, 2, 1),
-                (3, 32, 11, 13, 100, 2, 2, 0, 1), (2, 24, 8, 12, 36, (4, 5), (2, 3), (1, 2), (1, 0))]
+# The workload and (2, 48, 16, 16, 32, ...) run the ALIGNED half-precision tile, the latter with
+# its last 64-channel chunk part masked; the others the unaligned and one-phase tiles.
+HALF_CONFIGS = [WORKLOAD_CONFIG, (2, 48, 16, 16, 32, 4, 2, 1, 1), (2, 16, 9, 9, 40, 3, 1, 1, 0),
+                (2, 8, 10, 7, 24, 5, 3, 2, 1), (3, 32, 11, 13, 100, 2, 2, 0, 1),
+                (2, 24, 8, 12, 36, (4, 5), (2, 3), (1, 2), (1, 0))]
 
 
 @pytest.mark.cuda
