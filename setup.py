@@ -71,8 +71,19 @@ def check_shared_libstdcxx(library: Path):
                  "one. Build with the system compiler: CC=gcc CXX=g++ LDSHARED='g++ -shared' pip install ...")
 
 
+# Object files are kept beside the sources, one folder per torch and Python ABI they were built
+# for, so that ninja recompiles only what changed: pip builds editable installs and wheels in a
+# fresh temporary folder, and every install recompiled all of csrc/ (docs/performance.md, "The build").
+OBJECT_DIR = ROOT / "build" / f"objects-torch{torch.__version__}-{sysconfig.get_config_var('SOABI')}" \
+    f"{'' if WITH_CUDA else '-cpu'}"
+
+
 class BuildWithKernels(BuildExtension):
     """Compiles the Triton kernels (triton_src/aot.py) before the C++ sources that embed them."""
+
+    def finalize_options(self):
+        super().finalize_options()
+        self.build_temp = str(OBJECT_DIR)
 
     def run(self):
         generated = Path(self.build_temp).resolve() / "aot"
