@@ -178,20 +178,28 @@ def with_channels_by_16(variants: list, wanted=lambda variant: True) -> list:
     return [dict(v, CHANNELS_BY_16=0) for v in variants] + twins
 
 
+# The widest tile, forward or backward, with a softmax-statistics twin: the backward's widest
+# single-pass tile. The launcher passes statistics only where both kernels have a twin for C
+# (csrc: softmax_stats_pay_off), so a wider forward twin would never run.
+SOFTMAX_STATS_MAX_CHANNELS = 1024
+
+
 def with_softmax_stats(variants: list, wanted=lambda variant: True) -> list:
     """The variants, each marked SOFTMAX_STATS=0, followed by a SOFTMAX_STATS=1 twin of each
-    `wanted` single-pass CONTIGUOUS fp32 one: the forward that autograd runs, which also writes
-    each position's softmax statistics for the backward (softmax_bias_sigmoid_backward.py reads
-    them). The forward wants them all: the launcher tries each twin just before its tile, so
-    autograd then runs the tile the op runs, and gets the same out to the bit. In fp16 and bf16
-    the backward was slower reading them than recomputing them, so only fp32 has twins.
+    `wanted` single-pass CONTIGUOUS fp32 one of at most SOFTMAX_STATS_MAX_CHANNELS: the forward
+    that autograd runs, which also writes each position's softmax statistics for the backward
+    (softmax_bias_sigmoid_backward.py reads them). The forward wants them all: the launcher tries
+    each twin just before its tile, so autograd then runs the tile the op runs, and gets the same
+    out to the bit. In fp16 and bf16 the backward was slower reading them than recomputing them,
+    so only fp32 has twins.
 
     The twins declare the batch strides 32-bit (BATCH_BITS), which the launcher takes only where
     every offset of the tensor fits: with them ptxas orders the backward's loads of x and
     grad_out better. The other variants keep 64-bit batch strides, under which the recomputing
     bf16 backward was the faster. docs/performance.md has the measurements."""
     twins = [dict(v, SOFTMAX_STATS=1, BATCH_BITS=32, dtypes=("fp32",)) for v in variants
-             if v["SINGLE_PASS"] and v["CONTIGUOUS"] and "fp32" in v.get("dtypes", ("fp32",)) and wanted(v)]
+             if v["SINGLE_PASS"] and v["CONTIGUOUS"] and "fp32" in v.get("dtypes", ("fp32",))
+             and v["BLOCK_C"] <= SOFTMAX_STATS_MAX_CHANNELS and wanted(v)]
     return [dict(v, SOFTMAX_STATS=0, BATCH_BITS=64) for v in variants] + twins
 
 
