@@ -354,12 +354,11 @@ def size_class_of(entry: dict) -> str:
     return next(name for name, (_, dtypes) in SIZE_CLASSES.items() if list(dtypes) == entry["dtypes"])
 
 
-def measure_candidates(flavours: list[str], jobs_count: int) -> dict:
+def measure_candidates(module, flavours: list[str], jobs_count: int) -> dict:
     """Every candidate of the flavours, timed: the fastest single-pass tile per (size class,
     flavour, bucket), and the two-pass tiles chosen by choose_two_pass."""
     work = jobs(flavours)
     compile_all(work, jobs_count)
-    module = load_kernel_module()
     best: dict[tuple, dict] = {}
     two_pass_ms: dict[tuple, dict] = {}  # (size class, flavour, tile) -> {C: ms}
     for index, job in enumerate(work, 1):
@@ -384,7 +383,12 @@ def measure_candidates(flavours: list[str], jobs_count: int) -> dict:
     return best
 
 
-def remeasure_table(entries: list[dict], jobs_count: int) -> dict:
+def tile_job(size_class: str, flavour: str, tile: dict, channels: int) -> tuple:
+    """The run_job of a chosen single-pass tile, timed at C = channels."""
+    return (size_class, flavour, tile["BLOCK_C"], tile["BLOCK_S"], tile["num_warps"], True, channels)
+
+
+def remeasure_table(module, entries: list[dict], jobs_count: int) -> dict:
     """The table's own single-pass tiles, each timed again at the C of its bucket (this run's
     figures, to compare with the tiles that would serve that C without it); its two-pass tiles
     as they were measured."""
@@ -393,12 +397,11 @@ def remeasure_table(entries: list[dict], jobs_count: int) -> dict:
         choice = {"ms": entry["measured_ms"], "BLOCK_C": entry["BLOCK_C"], "BLOCK_S": entry["BLOCK_S"],
                   "num_warps": entry["num_warps"], "single_pass": bool(entry["SINGLE_PASS"])}
         best[(size_class_of(entry), entry["flavour"], entry["BLOCK_C"] if entry["SINGLE_PASS"] else "two-pass")] = choice
-    work = [(size_class, flavour, c["BLOCK_C"], c["BLOCK_S"], c["num_warps"], True, bucket)
-            for (size_class, flavour, bucket), c in best.items() if c["single_pass"]]
-    compile_all(work, jobs_count)
-    module = load_kernel_module()
-    for job in work:
-        best[job[:2] + (job[2],)]["ms"] = run_job(job, module)
+    work = {tile_job(size_class, flavour, tile, bucket): tile
+            for (size_class, flavour, bucket), tile in best.items() if tile["single_pass"]}
+    compile_all(list(work), jobs_count)
+    for job, tile in work.items():
+        tile["ms"] = run_job(job, module)
     return best
 
 
@@ -460,13 +463,12 @@ def main(argv=None) -> int:
         earlier.pop("pruned", None)  # this run records its own
         entries = earlier.pop("variants")
         kept = [v for v in entries if v["flavour"] not in flavours | {"strided_index64"}]
-    if args.prune:
-        best = remeasure_table([v for v in entries if v["flavour"] in flavours], args.jobs)
-    else:
-        best = measure_candidates([f for f in FLAVOURS if f in flavours], args.jobs)
     module = load_kernel_module()
-    pruned = prune_buckets(best, lambda size_class, flavour, tile, channels: run_job(
-        (size_class, flavour, tile["BLOCK_C"], tile["BLOCK_S"], tile["num_warps"], True, channels), module))
+    if args.prune:
+        best = remeasure_table(module, [v for v in entries if v["flavour"] in flavours], args.jobs)
+    else:
+        best = measure_candidates(module, [f for f in FLAVOURS if f in flavours], args.jobs)
+    pruned = prune_buckets(best, lambda *tile_at: run_job(tile_job(*tile_at), module))
     variants = kept + table_entries(best, pruned)
     for entry in pruned:
         print(f"pruned: {entry}", flush=True)
