@@ -81,7 +81,7 @@ def multiples(variant: dict, dtype: str) -> dict:
 # block. Each is the fastest tile of the sweep for its dtypes (`bench_conv_transpose2d_softmax_bias_sigmoid.py
 # --sweep [--sweep-dtype fp16]`; docs/performance.md):
 # - fp32: 64 positions of two column phases, 4 warps (one warpgroup), three stages of 16-channel
-#   chunks. Its two 64 x 128 fp32 accumulators take 244 registers a thread, so two programs share
+#   chunks. Its two 64 x 128 fp32 accumulators fill most of a thread's registers, so two programs share
 #   an SM and one's epilogue overlaps the other's main loop.
 # - fp16 and bf16: the same, but 64-channel chunks in two stages. A half-precision tensor-core step
 #   is 16 deep, so 16-channel chunks made the loop's overhead dominate.
