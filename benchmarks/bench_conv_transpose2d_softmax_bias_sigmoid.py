@@ -115,6 +115,9 @@ def jit_forward(x, weight, conv_bias, bias, stride, padding, output_padding, sca
 
 # --- the sweep -----------------------------------------------------------------------------
 
+TILE_KEYS = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "num_warps", "num_stages")
+
+
 def tile(block_m, block_k, num_warps, num_stages, block_n=128):
     return dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=num_warps, num_stages=num_stages)
 
@@ -122,7 +125,7 @@ def tile(block_m, block_k, num_warps, num_stages, block_n=128):
 def aot_tile(dtype: str = "fp32") -> dict:
     """The AOT table's first (fastest) tile of the dtype for stride_w == 2."""
     first = next(v for v in kernels.VARIANTS if v["W_PHASES"] == 2 and dtype in v["dtypes"])
-    return {k: first[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K", "num_warps", "num_stages")}
+    return {k: first[k] for k in TILE_KEYS}
 
 
 def sweep_configs(dtype: str = "fp32") -> list[dict]:
@@ -327,7 +330,7 @@ def main(argv=None) -> int:
             for label, config in (("best", ranked[0] if ranked else None), ("aot", aot_tile(args.sweep_dtype))):
                 if config is None:
                     continue
-                config = {k: config[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K", "num_warps", "num_stages")}
+                config = {k: config[k] for k in TILE_KEYS}
                 parts = {"full": 0, "conv only (BREAKDOWN=1)": 1, "epilogue only (BREAKDOWN=2)": 2}
                 breakdown[label] = {"config": describe(config), **{
                     name: bench(lambda: jit_forward(*sweep_args, config=config, breakdown=mode))

@@ -78,8 +78,8 @@ def multiples(variant: dict, dtype: str) -> dict:
 
 # The launcher takes the first variant (in this order) of x's dtype with the call's W_PHASES that
 # its alignment allows, whose BLOCK_N holds C_out and whose image fits the GPU's shared memory per
-# block. Each is the fastest tile of the sweep for its dtypes (`bench_conv_transpose2d_softmax_bias_sigmoid.py
-# --sweep [--sweep-dtype fp16]`; docs/performance.md):
+# block. The ALIGNED ones are the fastest tiles of the sweep for their dtypes
+# (`bench_conv_transpose2d_softmax_bias_sigmoid.py --sweep [--sweep-dtype fp16]`; docs/performance.md):
 # - fp32: 64 positions of two column phases, 4 warps (one warpgroup), three stages of 16-channel
 #   chunks. Its two 64 x 128 fp32 accumulators fill most of a thread's registers, so two programs share
 #   an SM and one's epilogue overlaps the other's main loop.
