@@ -102,6 +102,15 @@ LOG2E = tl.constexpr(1.4426950408889634)
 
 
 @triton.jit
+def _reciprocal(x):
+    """1 / x for x >= 1 as rsqrt(x) squared: one special-function op and a multiply, within a few
+    ulps, where the division's range handling and Newton step were 15% of the kernel's
+    instructions (docs/performance.md). (Triton's interpreter, which the tests use, runs no PTX.)"""
+    root = tl.math.rsqrt(x)
+    return root * root
+
+
+@triton.jit
 def _softmax_bias_sigmoid(acc, conv_bias_log2, bias_term, neg_scale_log2):
     """acc [BLOCK_M, BLOCK_N] conv output without conv_bias; conv_bias_log2 = conv_bias * log2(e)
     (-inf on padded channels, which the softmax then ignores); bias_term = bias * -scale * log2(e).
@@ -109,7 +118,7 @@ def _softmax_bias_sigmoid(acc, conv_bias_log2, bias_term, neg_scale_log2):
     logits = acc * LOG2E + conv_bias_log2[None, :]
     e = tl.exp2(logits - tl.max(logits, axis=1)[:, None])
     weight = neg_scale_log2 / tl.sum(e, axis=1)
-    return tl.math.fdiv(1.0, 1.0 + tl.exp2(e * weight[:, None] + bias_term[None, :]))
+    return _reciprocal(1.0 + tl.exp2(e * weight[:, None] + bias_term[None, :]))
 
 
 @triton.jit
