@@ -3,8 +3,10 @@
 
 #include "ops/softmax_bias_sigmoid.h"
 
-#include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
 #include <c10/core/SymBool.h>
 #include <torch/library.h>
 
