@@ -31,23 +31,34 @@ def cmake(*args):
     assert result.returncode == 0, f"cmake {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
 
 
+# The README's CMake command builds here.
+README_BUILD = REPO / "build"
+
+
 @pytest.fixture(scope="session")
 def run_scripted_model():
-    """The run_scripted_model of one CMake build, shared by every test of the session. The build
-    (hundreds of MB, mostly the embedded kernels' source) is deleted afterwards; its kernels come
-    from the compiled-kernel cache that the pip build filled."""
-    with tempfile.TemporaryDirectory(prefix="fused_ops_cmake_") as folder:
-        yield build_run_scripted_model(Path(folder))
+    """The run_scripted_model of one CMake build, shared by every test of the session. It builds
+    in the README's CMake folder, so that the README's command after the tests (as in CI) finds
+    its work done and a second test run rebuilds nothing; in a temporary folder instead where
+    that one was configured for another Python."""
+    cache = README_BUILD / "CMakeCache.txt"
+    configured_for = cache.exists() and re.search(r"^Python_EXECUTABLE:\w+=(.*)$", cache.read_text(), re.MULTILINE)
+    if configured_for and configured_for.group(1) != sys.executable:
+        with tempfile.TemporaryDirectory(prefix="fused_ops_cmake_") as folder:
+            yield build_run_scripted_model(Path(folder))
+    else:
+        yield build_run_scripted_model(README_BUILD)
 
 
 def build_run_scripted_model(build):
     configure = ["-S", str(REPO), "-B", str(build), f"-DPython_EXECUTABLE={sys.executable}"]
-    ninja = shutil.which("ninja")
-    if ninja:
-        configure += ["-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={ninja}"]
-    if torch.version.cuda:
-        # One arch keeps the Triton compilation short where the kernel cache misses.
-        configure.append("-DFUSED_OPS_ARCHS=89")
+    if not (build / "CMakeCache.txt").exists():
+        ninja = shutil.which("ninja")
+        if ninja:
+            configure += ["-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={ninja}"]
+        if fused_ops.BUILT_FOR["archs"]:
+            # The installed library's archs: their kernels are in the cache its build filled.
+            configure.append(f"-DFUSED_OPS_ARCHS={fused_ops.BUILT_FOR['archs']}")
     cmake(*configure)
     cmake("--build", str(build), "--parallel", str(os.cpu_count() or 1))
     return build / "run_scripted_model"
