@@ -168,13 +168,19 @@ def with_inner_stride_2(variants: list) -> list:
     return [{"INNER_STRIDE_2": 0, **v} for v in variants] + twins
 
 
+# From 512 channels up a CHANNELS_BY_16 twin, forward or backward, compiled to the same machine
+# code as its tile (sm_80, sm_89 and sm_90; triton 3.6 and 3.8): there it would cost build time
+# and buy nothing.
+CHANNELS_BY_16_BELOW = 512
+
+
 def with_channels_by_16(variants: list, wanted=lambda variant: True) -> list:
     """The variants, each marked CHANNELS_BY_16=0, followed by a CHANNELS_BY_16=1 twin of each
-    `wanted` 32-bit single-pass tile of C >= 16 over channel rows: the same tile, compiled again
-    with the promise that C is a multiple of 16."""
+    `wanted` 32-bit single-pass tile over channel rows of 16 <= C < CHANNELS_BY_16_BELOW: the same
+    tile, compiled again with the promise that C is a multiple of 16."""
     twins = [dict(v, CHANNELS_BY_16=1) for v in variants
-             if v["SINGLE_PASS"] and not v.get("CHANNELS_LAST") and v["BLOCK_C"] >= 16 and v["INDEX_BITS"] == 32
-             and wanted(v)]
+             if v["SINGLE_PASS"] and not v.get("CHANNELS_LAST") and 16 <= v["BLOCK_C"] < CHANNELS_BY_16_BELOW
+             and v["INDEX_BITS"] == 32 and wanted(v)]
     return [dict(v, CHANNELS_BY_16=0) for v in variants] + twins
 
 

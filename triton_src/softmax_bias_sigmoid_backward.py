@@ -59,7 +59,8 @@ DTYPES = ("fp32", "fp16", "bf16")
 
 def multiples(variant: dict, dtype: str) -> dict:
     """As the forward's: a CHANNELS_BY_16 variant is compiled for C a multiple of 16. Every
-    single-pass tile has that twin here: fewer registers (docs/performance.md)."""
+    single-pass tile below the forward's CHANNELS_BY_16_BELOW has that twin here: fewer registers
+    (docs/performance.md)."""
     return {"num_channels": 16} if variant.get("CHANNELS_BY_16") else {}
 
 
