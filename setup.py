@@ -106,8 +106,8 @@ def extension():
                if p.parent.name != "apps"]
     # -fopenmp: at::parallel_for in the CPU kernels is an OpenMP loop compiled into this library;
     # without it the kernels run on one thread. The OpenMP runtime is torch's own libgomp.
-    # -g0 overrides the -g of Python's own flags: debug information for torch's templates took a
-    # fifth of the C++ compile time and most of the objects' size (docs/performance.md, "The build").
+    # -g0 overrides the -g of Python's own flags: debug information for torch's templates slows
+    # the C++ compile and makes up most of the objects' size (docs/performance.md, "The build").
     cxx_flags = ["-O3", "-fopenmp", "-g0"]
     include_dirs = [str(CSRC)]
     extra_link_args = ["-fopenmp"]

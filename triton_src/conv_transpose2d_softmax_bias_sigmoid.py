@@ -104,8 +104,8 @@ LOG2E = tl.constexpr(1.4426950408889634)
 @triton.jit
 def _reciprocal(x):
     """1 / x for x >= 1 as rsqrt(x) squared: one special-function op and a multiply, within a few
-    ulps, where the division's range handling and Newton step were 15% of the kernel's
-    instructions (docs/performance.md). (Triton's interpreter, which the tests use, runs no PTX.)"""
+    ulps, without the division's range handling and Newton step (docs/performance.md). Not
+    rcp.approx in inline PTX: Triton's interpreter, which runs this kernel in the tests, cannot."""
     root = tl.math.rsqrt(x)
     return root * root
 
