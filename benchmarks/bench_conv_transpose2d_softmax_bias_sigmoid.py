@@ -42,6 +42,7 @@ import triton
 import triton.testing
 
 TRITON_SRC = Path(__file__).resolve().parents[1] / "triton_src"
+sys.path.insert(0, str(TRITON_SRC))  # the kernel modules import their siblings
 
 
 def _load(name: str):
@@ -53,6 +54,7 @@ def _load(name: str):
 
 
 kernels = _load("conv_transpose2d_softmax_bias_sigmoid")
+operands = _load("fp16_operands")
 
 # in_channels, out_channels, kernel_size, stride, padding, output_padding, bias_shape, scaling_factor
 MODEL_ARGS = (64, 128, 4, 2, 1, 1, (128, 1, 1), 2.0)
@@ -85,10 +87,23 @@ def phase_weight(weight: torch.Tensor, stride: tuple[int, int]):
     return arranged.contiguous(), taps_h, taps_w
 
 
+def fp16_operands(src: torch.Tensor, rows: int, row_max: torch.Tensor) -> torch.Tensor:
+    """`src` (fp32, contiguous) as fp16 scaled per row, its rows' largest magnitudes in row_max."""
+    dst = torch.empty(src.shape, device=src.device, dtype=torch.float16)
+    row_length = src.numel() // rows
+    variant = next(v for v in operands.VARIANTS if v["ALIGNED"] == 0)
+    for convert in (0, 1):
+        operands.fp16_operands[(rows * ceil_div(row_length, variant["BLOCK"]),)](
+            src, row_max, dst, row_length, CONVERT=convert, ALIGNED=0, BLOCK=variant["BLOCK"],
+            num_warps=variant["num_warps"])
+    return dst
+
+
 def jit_forward(x, weight, conv_bias, bias, stride, padding, output_padding, scale, *, config,
                 breakdown=0, compiled=None):
     """The op through the JIT, with `config` the kernel's tile (BLOCK_M, BLOCK_N, BLOCK_K,
-    num_warps, num_stages); `compiled` collects the compiled fused kernel."""
+    num_warps, num_stages); `compiled` collects the compiled fused kernel. fp32 runs on fp16
+    operands, as the library's launcher does."""
     n, c_in, h, w = x.shape
     c_out, kh, kw = weight.shape[1:]
     h_out = (h - 1) * stride[0] - 2 * padding[0] + kh + output_padding[0]
@@ -96,6 +111,11 @@ def jit_forward(x, weight, conv_bias, bias, stride, padding, output_padding, sca
     weights, taps_h, taps_w = phase_weight(weight, stride)
     conv_bias = conv_bias if conv_bias is not None else torch.zeros(c_out, device=x.device, dtype=x.dtype)
     out = torch.empty(n, c_out, h_out, w_out, device=x.device, dtype=x.dtype)
+    x = x.contiguous()
+    row_max = torch.zeros(n + 1, device=x.device)  # read by fp32 alone
+    if x.dtype == torch.float32:
+        weights = fp16_operands(weights, 1, row_max[:1])
+        x = fp16_operands(x, n, row_max[1:])
     w_phases = 2 if stride[1] == 2 else 1
     groups = stride[0] if w_phases == 2 else stride[0] * stride[1]
     most = 0
@@ -105,7 +125,7 @@ def jit_forward(x, weight, conv_bias, bias, stride, padding, output_padding, sca
                    * phase_count(padding[1], r_w, r_w + w_phases - 1, stride[1], w_out))
     tiles = ceil_div(most, config["BLOCK_M"])
     kernel = kernels.conv_transpose2d_softmax_bias_sigmoid[(n * groups * tiles,)](
-        x.contiguous(), weights, conv_bias.reshape(-1), bias.reshape(-1), out,
+        x, weights, conv_bias.reshape(-1), bias.reshape(-1), out, row_max,
         c_in, h, w, c_out, h_out, w_out, *stride, *padding, taps_h, taps_w, groups, tiles, scale,
         W_PHASES=w_phases, ALIGNED=0, BREAKDOWN=breakdown, **config)  # the JIT specializes on alignment
     if compiled is not None:
@@ -129,9 +149,7 @@ def aot_tile(dtype: str = "fp32") -> dict:
 
 
 def sweep_configs(dtype: str = "fp32") -> list[dict]:
-    # Half precision's tensor-core steps are 16 deep (TF32's 8): it also gets 64-deep chunks.
-    depths = (16, 32) if dtype == "fp32" else (16, 32, 64)
-    configs = [tile(m, k, w, s) for m, w in ((64, 4), (64, 8), (128, 8)) for k in depths for s in (2, 3, 4)]
+    configs = [tile(m, k, w, s) for m, w in ((64, 4), (64, 8), (128, 8)) for k in (16, 32, 64) for s in (2, 3, 4)]
     if aot_tile(dtype) not in configs:
         configs.append(aot_tile(dtype))
     return configs

@@ -136,7 +136,9 @@ def test_library_keeps_the_variant_order():
 def test_triton_kernel_math_in_the_interpreter():
     """The Triton kernel itself, run by Triton's CPU interpreter through the benchmark's JIT
     launcher (the same grids as the C++ launcher), on tiny shapes of every tiling, in fp32 and
-    fp16 (the interpreter's bf16 dot is not bf16's: the GPU tests check that dtype)."""
+    fp16 (the interpreter's bf16 dot is not bf16's: the GPU tests check that dtype). fp32 runs on
+    fp16 operands scaled per sample and per tensor: also with x and the weight 2^40 times larger
+    and smaller than each other, far outside fp16's range unscaled."""
     if importlib.util.find_spec("triton") is None:
         pytest.skip("triton is not installed")
     triton_version = tuple(int(part) for part in importlib.metadata.version("triton").split(".")[:2])
@@ -148,16 +150,19 @@ def test_triton_kernel_math_in_the_interpreter():
         "import sys, torch\n"
         "sys.path.insert(0, 'benchmarks'); sys.path.insert(0, 'tests')\n"
         "import bench_conv_transpose2d_softmax_bias_sigmoid as bench\n"
-        "from test_conv_transpose2d_softmax_bias_sigmoid import CONFIGS, make_inputs, geometry, reference, max_error\n"
+        "from test_conv_transpose2d_softmax_bias_sigmoid import CONFIGS, CUDA_TOLERANCE, make_inputs, geometry, reference, max_error\n"
         "tiny = dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=16, num_warps=4, num_stages=1)\n"
         "g = torch.Generator().manual_seed(0)\n"
+        "cases = [(torch.float32, 1.0, CUDA_TOLERANCE), (torch.float32, 2.0**40, CUDA_TOLERANCE),\n"
+        "         (torch.float32, 2.0**-40, CUDA_TOLERANCE), (torch.float16, 1.0, 2e-3)]\n"
         "for config in CONFIGS:\n"
-        "    for dtype, tolerance in ((torch.float32, 1e-5), (torch.float16, 2e-3)):\n"
+        "    for dtype, x_scale, tolerance in cases:\n"
         "        x, w, cb, b = make_inputs(config, dtype, generator=g)\n"
+        "        x, w = x * x_scale, w / x_scale\n"
         "        for cbias in (cb, None):\n"
         "            out = bench.jit_forward(x, w, cbias, b, *geometry(config), -1.5, config=tiny)\n"
         "            error = max_error(out, reference(x, w, cbias, b, *geometry(config), -1.5))\n"
-        "            assert out.dtype == dtype and error < tolerance, (config, dtype, error)\n"
+        "            assert out.dtype == dtype and error < tolerance, (config, dtype, x_scale, error)\n"
         "print('ok')\n"
     )
     env = dict(os.environ, TRITON_INTERPRET="1")
@@ -166,7 +171,8 @@ def test_triton_kernel_math_in_the_interpreter():
 
 
 # --- CUDA ------------------------------------------------------------------------------
-# The fused kernel's convolution is TF32, like PyTorch's default; 1e-4 is KernelBench's tolerance.
+# The fused kernel's fp32 convolution has TF32's precision, like PyTorch's default; 1e-4 is
+# KernelBench's tolerance.
 CUDA_TOLERANCE = 1e-4
 
 
@@ -191,9 +197,9 @@ def test_cuda_workload_layer():
 @pytest.mark.parametrize("requires_grad", [False, True])
 def test_cuda_workload_layer_runs_the_fused_kernel(requires_grad, dtype):
     """The right answer could also come from the fallback (ATen's convolution and the tail):
-    the profiler shows that the workload's configuration runs the fused kernel and its weight
-    rearrangement, and no other convolution or tail, in every dtype, with or without parameters
-    that require grad."""
+    the profiler shows that the workload's configuration runs the fused kernel, the weight's
+    rearrangement and (fp32) the fp16 operands' conversion, and no other convolution or tail, in
+    every dtype, with or without parameters that require grad."""
     x, weight, cb, bias = make_inputs(WORKLOAD_CONFIG, dtype, "cuda")
     weight.requires_grad_(requires_grad)
     op(x, weight, cb, bias, *geometry(WORKLOAD_CONFIG), 2.0)  # loads the images outside the profile
@@ -202,7 +208,7 @@ def test_cuda_workload_layer_runs_the_fused_kernel(requires_grad, dtype):
         torch.cuda.synchronize()
     kernels = {event.name for event in profile.events() if event.device_type == torch.autograd.DeviceType.CUDA}
     assert any(name.startswith("conv_transpose2d_softmax_bias_sigmoid") for name in kernels), kernels
-    # Besides it, only the weight's rearrangement (an ATen copy): no convolution, no tail.
+    # Besides it, the weight's rearrangement (an ATen copy) and fp16_operands: no convolution, no tail.
     others = [name.lower() for name in kernels if not name.startswith("conv_transpose2d_softmax_bias_sigmoid")]
     assert not any(word in name for name in others for word in ("conv", "gemm", "cudnn", "softmax", "sigmoid")), kernels
 
@@ -242,6 +248,38 @@ def test_cuda_matches_reference(config):
 @pytest.mark.cuda
 def test_cuda_without_conv_bias():
     check_cuda((2, 16, 15, 15, 32, 4, 2, 1, 1), conv_bias=False)
+
+
+# fp32 x and weight reach the fused kernel as fp16 scaled by powers of two, the weight per tensor
+# and x per sample: the workload's tile and the unaligned one.
+@pytest.mark.cuda
+@pytest.mark.parametrize("config", [WORKLOAD_CONFIG, (2, 16, 15, 15, 32, 4, 2, 1, 1)], ids=str)
+def test_cuda_fp32_far_outside_fp16s_range(config):
+    """Sample 1 of x 2^20 times sample 0 and the weight 2^-20 times its usual size: one scale for
+    all of x would overflow fp16 on sample 1, or its scale undone on the wrong sample would be
+    2^20 off."""
+    x, weight, cb, bias = make_inputs(config, torch.float32, "cuda")
+    x[1] *= 2.0**20
+    weight *= 2.0**-20
+    expected = reference(x, weight, cb, bias, *geometry(config), 2.0, device="cuda")
+    out = op(x, weight, cb, bias, *geometry(config), 2.0)
+    assert max_error(out, expected) <= CUDA_TOLERANCE
+
+
+@pytest.mark.cuda
+def test_cuda_fp32_non_finite_inputs_reach_only_their_outputs():
+    """An inf and a NaN in x (which set no operand scale) spoil the outputs they reach, as in the
+    float64 reference, and no others."""
+    config = (2, 16, 15, 15, 32, 4, 2, 1, 1)
+    x, weight, cb, bias = make_inputs(config, torch.float32, "cuda")
+    x[0, 3, 4, 5] = float("inf")
+    x[1, 0, 9, 2] = float("nan")
+    expected = reference(x, weight, cb, bias, *geometry(config), 2.0, device="cuda")
+    out = op(x, weight, cb, bias, *geometry(config), 2.0)
+    finite = expected.isfinite()
+    assert 0 < (~finite).sum() < finite.sum()
+    assert torch.equal(out.isfinite(), finite)
+    assert (out[finite].double() - expected[finite]).abs().max().item() <= CUDA_TOLERANCE
 
 
 @pytest.mark.cuda

@@ -5,8 +5,9 @@
 Every module in this folder that declares ``VARIANTS`` is a kernel: its ``@triton.jit``
 function named ``KERNEL_NAME``, its argument ``SIGNATURE`` and ``DTYPES`` (a variant may
 name its own ``dtypes`` instead). A signature type may say ``{dtype}``, ``{acc_dtype}`` (the
-type the math runs in: fp64 for fp64, else fp32, as at::opmath_type) or any constexpr of the
-variant, such as ``i{INDEX_BITS}``. A module may define ``multiples(variant, dtype)``, the
+type the math runs in: fp64 for fp64, else fp32, as at::opmath_type), ``{operand_dtype}`` (the
+module's ``OPERAND_DTYPES`` maps a dtype to the one its launcher converts operands to; else the
+dtype) or any constexpr of the variant, such as ``i{INDEX_BITS}``. A module may define ``multiples(variant, dtype)``, the
 arguments that the variant is compiled to assume are multiples of a number (a pointer's address
 in bytes, an integer's value), as {name: number}; the table carries that promise to the
 launcher, which checks it on every call; a promise about a pointer must show up as 16- or 8-byte
@@ -194,7 +195,9 @@ def ptx_params(ptx: str, entry: str) -> list[str]:
 
 def formatted_signature(module, dtype: str, variant: dict) -> dict:
     acc_dtype = "fp64" if dtype == "fp64" else "fp32"
-    return {name: t.format(dtype=dtype, acc_dtype=acc_dtype, **variant) for name, t in module.SIGNATURE.items()}
+    operand_dtype = getattr(module, "OPERAND_DTYPES", {}).get(dtype, dtype)
+    return {name: t.format(dtype=dtype, acc_dtype=acc_dtype, operand_dtype=operand_dtype, **variant)
+            for name, t in module.SIGNATURE.items()}
 
 
 def signature_kinds(signature: dict) -> list[str]:

@@ -12,9 +12,12 @@ operand is contiguous along K.
 
 A program owns BLOCK_M positions (mh, m) of one row phase of one sample, flattened over that
 phase's rows, and all C_out channels (BLOCK_N >= C_out). GEMM M = positions, N = channels,
-K = taps x C_in in BLOCK_K chunks, operands of x's dtype on the tensor cores (fp32 as TF32, as
-PyTorch's own convolution does by default; fp16 and bf16 as they are), accumulated in fp32; the
-epilogue runs in fp32 and the output is stored in x's dtype. The input element of tap (t_h, t_w) is x[mh - t_h, m - t_w] whatever the column
+K = taps x C_in in BLOCK_K chunks, fp16 or bf16 operands on the tensor cores, accumulated in fp32;
+the epilogue runs in fp32 and the output is stored in x's dtype. fp16 and bf16 inputs are the
+operands as they are. An fp32 layer (run here only where PyTorch would run its convolution as
+TF32) gets x and the weight as fp16 scaled per sample and per tensor by powers of two
+(fp16_operands.py, launched first): TF32's 11 significant bits, rounded to nearest, at twice
+TF32's tensor-core rate and half its bytes; the epilogue undoes the scales from the same maxima. The input element of tap (t_h, t_w) is x[mh - t_h, m - t_w] whatever the column
 phase, so with W_PHASES = 2 (stride_w == 2) one A tile feeds both column phases' GEMMs and the
 program stores both: 2 * BLOCK_M outputs a row segment, contiguous in NCHW. With W_PHASES = 1
 (any stride) a program owns one (row, column) phase.
@@ -28,17 +31,21 @@ This module is read at build time only (by triton_src/aot.py); nothing imports i
 """
 import triton
 import triton.language as tl
+from fp16_operands import power_of_two, scale_exponent
 
 KERNEL_NAME = "conv_transpose2d_softmax_bias_sigmoid"
 
 # Offsets inside one sample of x, out and the rearranged weight are 32-bit (the launcher checks
 # that they fit); the sample's base offset is 64-bit.
+# fp32 x and weight arrive as fp16 (OPERAND_DTYPES), with the largest finite magnitude of the
+# weight at row_max_ptr[0] and of sample n of x at row_max_ptr[1 + n]; other dtypes ignore it.
 SIGNATURE = {
-    "x_ptr": "*{dtype}",
-    "weight_ptr": "*{dtype}",
+    "x_ptr": "*{operand_dtype}",
+    "weight_ptr": "*{operand_dtype}",
     "conv_bias_ptr": "*{dtype}",
     "bias_ptr": "*{dtype}",
     "out_ptr": "*{dtype}",
+    "row_max_ptr": "*fp32",
     "in_channels": "i32",
     "in_height": "i32",
     "in_width": "i32",
@@ -57,6 +64,7 @@ SIGNATURE = {
 }
 
 DTYPES = ("fp32", "fp16", "bf16")
+OPERAND_DTYPES = {"fp32": "fp16"}
 
 
 def variant(w_phases, block_m, block_k, num_warps, num_stages, aligned=False, block_n=128, breakdown=0,
@@ -78,21 +86,18 @@ def multiples(variant: dict, dtype: str) -> dict:
 
 # The launcher takes the first variant (in this order) of x's dtype with the call's W_PHASES that
 # its alignment allows, whose BLOCK_N holds C_out and whose image fits the GPU's shared memory per
-# block. The ALIGNED ones are the fastest tiles of the sweep for their dtypes
+# block. The ALIGNED one is the fastest tile of the sweep
 # (`bench_conv_transpose2d_softmax_bias_sigmoid.py --sweep [--sweep-dtype fp16]`; docs/performance.md):
-# - fp32: 64 positions of two column phases, 4 warps (one warpgroup), three stages of 16-channel
-#   chunks. Its two 64 x 128 fp32 accumulators fill most of a thread's registers, so two programs share
-#   an SM and one's epilogue overlaps the other's main loop.
-# - fp16 and bf16: the same, but 64-channel chunks in two stages. A half-precision tensor-core step
-#   is 16 deep, so 16-channel chunks made the loop's overhead dominate.
-# The shared memory of each fits the RTX 4090's 99 KB per block (aot.py checks) and its registers
-# allow two 128-thread programs an SM there too, so sm_89 builds the same tiles.
-# The unaligned and W_PHASES = 1 (strides other than 2 across) variants reuse fp32's tile; they
-# have not been timed on their own.
-_HALF = ("fp16", "bf16")
+# 64 positions of two column phases, 4 warps (one warpgroup), two stages of 64-channel chunks (a
+# half-precision tensor-core step is 16 deep, so 16-channel chunks left the loop's overhead in
+# charge). Its two 64 x 128 fp32 accumulators fill most of a thread's registers, so two programs
+# share an SM and one's epilogue overlaps the other's main loop. Its shared memory fits the RTX
+# 4090's 99 KB per block (aot.py checks) and its registers allow two 128-thread programs an SM
+# there too, so sm_89 builds the same tiles.
+# The unaligned and W_PHASES = 1 (strides other than 2 across) variants take 16-channel chunks in
+# three stages; they have not been timed on their own.
 VARIANTS = [
-    variant(w_phases=2, block_m=64, block_k=64, num_warps=4, num_stages=2, aligned=True, dtypes=_HALF),
-    variant(w_phases=2, block_m=64, block_k=16, num_warps=4, num_stages=3, aligned=True, dtypes=("fp32",)),
+    variant(w_phases=2, block_m=64, block_k=64, num_warps=4, num_stages=2, aligned=True),
     variant(w_phases=2, block_m=64, block_k=16, num_warps=4, num_stages=3),
     variant(w_phases=1, block_m=64, block_k=16, num_warps=4, num_stages=3),
 ]
@@ -111,11 +116,12 @@ def _reciprocal(x):
 
 
 @triton.jit
-def _softmax_bias_sigmoid(acc, conv_bias_log2, bias_term, neg_scale_log2):
-    """acc [BLOCK_M, BLOCK_N] conv output without conv_bias; conv_bias_log2 = conv_bias * log2(e)
-    (-inf on padded channels, which the softmax then ignores); bias_term = bias * -scale * log2(e).
-    sigmoid(v) = 1 / (1 + exp2(-v log2(e))), with one division per position for the softmax."""
-    logits = acc * LOG2E + conv_bias_log2[None, :]
+def _softmax_bias_sigmoid(acc, acc_log2, conv_bias_log2, bias_term, neg_scale_log2):
+    """acc [BLOCK_M, BLOCK_N] the conv output without conv_bias, and acc_log2 what turns it into
+    that output times log2(e) (its operands' scales undone); conv_bias_log2 = conv_bias * log2(e) (-inf on padded channels, which the softmax then
+    ignores); bias_term = bias * -scale * log2(e). sigmoid(v) = 1 / (1 + exp2(-v log2(e))), with
+    one division per position for the softmax."""
+    logits = acc * acc_log2 + conv_bias_log2[None, :]
     e = tl.exp2(logits - tl.max(logits, axis=1)[:, None])
     weight = neg_scale_log2 / tl.sum(e, axis=1)
     return _reciprocal(1.0 + tl.exp2(e * weight[:, None] + bias_term[None, :]))
@@ -133,7 +139,7 @@ def _phase_range(pad, phase_first, phase_last, stride, out_size):
 
 @triton.jit
 def conv_transpose2d_softmax_bias_sigmoid(
-    x_ptr, weight_ptr, conv_bias_ptr, bias_ptr, out_ptr,
+    x_ptr, weight_ptr, conv_bias_ptr, bias_ptr, out_ptr, row_max_ptr,
     in_channels, in_height, in_width, out_channels, out_height, out_width,
     stride_h, stride_w, pad_h, pad_w, taps_h, taps_w,
     groups, tiles_per_group,
@@ -188,22 +194,26 @@ def conv_transpose2d_softmax_bias_sigmoid(
             a = tl.load(x_sample + x_offsets, mask=inside[:, None] & ci_mask[None, :], other=0.0)
             w_offsets = co[None, :] * row_length + (tap * in_channels + ci)[:, None]
             w_mask = ci_mask[:, None] & co_mask[None, :]
-            acc0 = tl.dot(a, tl.load(w_phase0 + w_offsets, mask=w_mask, other=0.0), acc0,
-                          input_precision="tf32")
+            acc0 = tl.dot(a, tl.load(w_phase0 + w_offsets, mask=w_mask, other=0.0), acc0)
             if W_PHASES == 2:
-                acc1 = tl.dot(a, tl.load(w_phase1 + w_offsets, mask=w_mask, other=0.0), acc1,
-                              input_precision="tf32")
+                acc1 = tl.dot(a, tl.load(w_phase1 + w_offsets, mask=w_mask, other=0.0), acc1)
 
+    if x_ptr.dtype.element_ty != out_ptr.dtype.element_ty:
+        # fp32 on fp16 operands: the exact inverse of the weight's scale and this sample's.
+        acc_scale = (power_of_two(-scale_exponent(tl.load(row_max_ptr)))
+                     * power_of_two(-scale_exponent(tl.load(row_max_ptr + 1 + n))))
+    else:
+        acc_scale = 1.0
     conv_bias = tl.load(conv_bias_ptr + co, mask=co_mask, other=-float("inf")).to(tl.float32)
     if BREAKDOWN == 1:
-        y0 = acc0 + conv_bias[None, :]
-        y1 = acc1 + conv_bias[None, :]
+        y0 = acc0 * acc_scale + conv_bias[None, :]
+        y1 = acc1 * acc_scale + conv_bias[None, :]
     else:
         neg_scale_log2 = -scale * LOG2E
         bias_term = tl.load(bias_ptr + co, mask=co_mask, other=0.0).to(tl.float32) * neg_scale_log2
-        y0 = _softmax_bias_sigmoid(acc0, conv_bias * LOG2E, bias_term, neg_scale_log2)
+        y0 = _softmax_bias_sigmoid(acc0, acc_scale * LOG2E, conv_bias * LOG2E, bias_term, neg_scale_log2)
         if W_PHASES == 2:
-            y1 = _softmax_bias_sigmoid(acc1, conv_bias * LOG2E, bias_term, neg_scale_log2)
+            y1 = _softmax_bias_sigmoid(acc1, acc_scale * LOG2E, conv_bias * LOG2E, bias_term, neg_scale_log2)
 
     if W_PHASES == 2:
         # [BLOCK_N, 2 * BLOCK_M]: column q holds position q // 2 in column phase q % 2, so each

@@ -5,8 +5,9 @@
 //
 // CUDA runs it as one ahead-of-time compiled Triton kernel (the convolution's output never
 // reaches memory) where that kernel applies: float16, bfloat16, or float32 with TF32 allowed for
-// convolutions (torch.backends.cudnn.allow_tf32, PyTorch's default); C_out <= the widest
-// channel tile built (128); and 32-bit offsets within one sample. Elsewhere, and on the CPU, it runs ATen's
+// convolutions (torch.backends.cudnn.allow_tf32, PyTorch's default; float32 x and weight reach it
+// as fp16 scaled by powers of two, TF32's precision: triton_src/fp16_operands.py); C_out <= the
+// widest channel tile built (128); and 32-bit offsets within one sample. Elsewhere, and on the CPU, it runs ATen's
 // convolution followed by fused::softmax_bias_sigmoid (on CUDA the convolution in the format
 // its cuDNN kernels take, the tail writing NCHW). Either way the output is a contiguous NCHW tensor of x's dtype.
 // Differentiable in x, weight, conv_bias and bias (the Autograd kernel at the end).
@@ -212,6 +213,46 @@ at::Tensor phase_weight(const at::Tensor& weight, int64_t taps_h, int64_t taps_w
       .contiguous();
 }
 
+// The fp16_operands variant (triton_src/fp16_operands.py) of one pass: the rows' largest
+// magnitudes (convert false) or the conversion, for aligned rows or any.
+const Variant& fp16_operands_variant(bool convert, bool aligned) {
+  static const auto find = [](int64_t convert, int64_t aligned) {
+    const KernelTable& table = kernel_table();
+    for (size_t i = 0; i < table.size; ++i) {
+      const Variant& v = table.variants[i];
+      if (std::strcmp(v.kernel, "fp16_operands") == 0 && v.constexpr_value("CONVERT") == convert &&
+          v.constexpr_value("ALIGNED") == aligned) {
+        return &v;
+      }
+    }
+    TORCH_CHECK(false, kOp, ": this build has no fp16_operands kernel with CONVERT=", convert,
+                ", ALIGNED=", aligned);
+  };
+  static const std::array<const Variant*, 4> variants{find(0, 0), find(0, 1), find(1, 0), find(1, 1)};
+  return *variants[2 * convert + aligned];
+}
+
+// `rows` rows of `row_length` fp32 values, contiguous, as fp16 operands for the fused kernel:
+// each row times the power of two that fits it to fp16, its largest finite magnitude written to
+// row_max (zeroed) for the kernel to undo the scale.
+at::Tensor fp16_operands(const at::Tensor& src, int64_t rows, int64_t row_length, float* row_max,
+                         int device, cudaStream_t stream) {
+  at::Tensor dst = at::empty(src.sizes(), src.options().dtype(at::kHalf));
+  if (rows * row_length == 0) return dst;
+  const bool aligned = aligned_16(src) && row_length % 16 == 0;
+  for (const bool convert : {false, true}) {
+    const Variant& variant = fp16_operands_variant(convert, aligned);
+    LaunchArgs args(variant);
+    args.pointer(src.const_data_ptr())
+        .pointer(row_max)
+        .pointer(dst.mutable_data_ptr())
+        .integer(row_length);
+    launch(args, grid_size(rows * ceil_div(row_length, variant.constexpr_value("BLOCK")), kOp, src),
+           device, stream);
+  }
+  return dst;
+}
+
 // The output positions o = stride * q + r - pad of the phases r in [first, last] that lie in
 // [0, out_size): how many q they span. The kernel's _phase_range, for the grid.
 int64_t phase_count(int64_t pad, int64_t first, int64_t last, int64_t stride, int64_t out_size) {
@@ -244,11 +285,13 @@ at::Tensor conv_transpose2d_softmax_bias_sigmoid_cuda(
   }
   at::Tensor out = at::empty({batch, out_channels, out_height, out_width}, x.options());
   if (out.numel() == 0) return out;
-  const at::Tensor input = x.contiguous();
-  const at::Tensor weights = phase_weight(weight, taps_h, taps_w, stride);
-  const bool aligned = aligned_16(input) && aligned_16(weights) && aligned_16(out) &&
-                       in_channels % 16 == 0 && in_height % 16 == 0 && in_width % 16 == 0 &&
-                       out_channels % 16 == 0;
+  at::Tensor input = x.contiguous();
+  at::Tensor weights = phase_weight(weight, taps_h, taps_w, stride);
+  // fp32 runs on fp16 copies of x and the weight, fresh (so aligned) allocations.
+  const bool on_fp16_operands = dtype == at::kFloat;
+  const bool aligned = (on_fp16_operands || (aligned_16(input) && aligned_16(weights))) &&
+                       aligned_16(out) && in_channels % 16 == 0 && in_height % 16 == 0 &&
+                       in_width % 16 == 0 && out_channels % 16 == 0;
   // stride_w == 2: a program computes both column phases from one input tile and stores
   // contiguous row segments; any other stride, one phase a program.
   const int64_t w_phases = stride[1] == 2 ? 2 : 1;
@@ -257,6 +300,13 @@ at::Tensor conv_transpose2d_softmax_bias_sigmoid_cuda(
     return unfused_cuda(x, weight, conv_bias, bias, stride, padding, output_padding, scale);
   }
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device).stream();
+  at::Tensor row_max;  // the weight's largest finite magnitude, then each sample's
+  if (on_fp16_operands) {
+    row_max = at::zeros({batch + 1}, x.options());
+    float* maxima = row_max.mutable_data_ptr<float>();
+    weights = fp16_operands(weights, 1, weights.numel(), maxima, device, stream);
+    input = fp16_operands(input, batch, in_channels * in_height * in_width, maxima + 1, device, stream);
+  }
 
   const at::Tensor conv_bias_flat =
       conv_bias ? conv_bias->reshape({-1}).contiguous() : at::zeros({out_channels}, x.options());
@@ -279,6 +329,7 @@ at::Tensor conv_transpose2d_softmax_bias_sigmoid_cuda(
       .pointer(conv_bias_flat.const_data_ptr())
       .pointer(bias_flat.const_data_ptr())
       .pointer(out.mutable_data_ptr())
+      .pointer(row_max.defined() ? row_max.const_data_ptr() : nullptr)
       .integer(in_channels).integer(in_height).integer(in_width)
       .integer(out_channels).integer(out_height).integer(out_width)
       .integer(stride[0]).integer(stride[1]).integer(padding[0]).integer(padding[1])

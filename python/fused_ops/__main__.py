@@ -104,7 +104,8 @@ def describe_setup(device: torch.device, x: torch.Tensor, out_shape: torch.Size)
         images = sorted({line.rsplit(": ", 1)[-1] for line in fused_ops.kernel_images(device)})
         print(f"device: {torch.cuda.get_device_name(device)} (sm_{major}{minor}); "
               f"kernel image: {', '.join(images)}")
-        precision = "TF32" if torch.backends.cudnn.allow_tf32 else "full fp32 (TF32 off)"
+        precision = ("TF32 precision (ModelNew: scaled fp16 operands)" if torch.backends.cudnn.allow_tf32
+                     else "full fp32 (TF32 off)")
     else:
         print(f"device: CPU, {torch.get_num_threads()} threads")
         precision = "fp32"
