@@ -76,9 +76,9 @@ def backward_cases():
 def conv_case(config, path):
     """fused::conv_transpose2d_softmax_bias_sigmoid: (N, C_in, H, W, C_out, kernel, stride,
     padding, output_padding), against float64 ATen; TF32's precision on CUDA as PyTorch's own
-    convolution. path "fused" runs fp16_operands and the fused kernel; "fallback" turns TF32 off, so ATen's convolution runs and
-    the tail writes the NCHW output from it; "backward" also checks the
-    gradients, whose tail backward writes grad_y over the recomputed convolution output."""
+    convolution. path "fused" runs fp16_operands and the fused kernel; "fallback" turns TF32 off,
+    so ATen's convolution runs and the tail writes the NCHW output from it; "backward" also checks
+    the gradients, whose tail backward writes grad_y over the recomputed convolution output."""
     def run():
         generator = torch.Generator().manual_seed(2)
         x, weight, conv_bias, bias = make_conv_inputs(config, torch.float64, generator=generator)

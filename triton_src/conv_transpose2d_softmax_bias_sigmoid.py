@@ -17,8 +17,8 @@ the epilogue runs in fp32 and the output is stored in x's dtype. fp16 and bf16 i
 operands as they are. An fp32 layer (run here only where PyTorch would run its convolution as
 TF32) gets x and the weight as fp16 scaled per sample and per tensor by powers of two
 (fp16_operands.py, launched first): TF32's 11 significant bits, rounded to nearest, at twice
-TF32's tensor-core rate and half its bytes; the epilogue undoes the scales from the same maxima. The input element of tap (t_h, t_w) is x[mh - t_h, m - t_w] whatever the column
-phase, so with W_PHASES = 2 (stride_w == 2) one A tile feeds both column phases' GEMMs and the
+TF32's tensor-core rate and half its bytes; the epilogue undoes the scales from the same maxima.
+The input element of tap (t_h, t_w) is x[mh - t_h, m - t_w] whatever the column phase, so with W_PHASES = 2 (stride_w == 2) one A tile feeds both column phases' GEMMs and the
 program stores both: 2 * BLOCK_M outputs a row segment, contiguous in NCHW. With W_PHASES = 1
 (any stride) a program owns one (row, column) phase.
 
@@ -118,9 +118,9 @@ def _reciprocal(x):
 @triton.jit
 def _softmax_bias_sigmoid(acc, acc_log2, conv_bias_log2, bias_term, neg_scale_log2):
     """acc [BLOCK_M, BLOCK_N] the conv output without conv_bias, and acc_log2 what turns it into
-    that output times log2(e) (its operands' scales undone); conv_bias_log2 = conv_bias * log2(e) (-inf on padded channels, which the softmax then
-    ignores); bias_term = bias * -scale * log2(e). sigmoid(v) = 1 / (1 + exp2(-v log2(e))), with
-    one division per position for the softmax."""
+    that output times log2(e) (its operands' scales undone); conv_bias_log2 = conv_bias * log2(e)
+    (-inf on padded channels, which the softmax then ignores); bias_term = bias * -scale * log2(e).
+    sigmoid(v) = 1 / (1 + exp2(-v log2(e))), with one division per position for the softmax."""
     logits = acc * acc_log2 + conv_bias_log2[None, :]
     e = tl.exp2(logits - tl.max(logits, axis=1)[:, None])
     weight = neg_scale_log2 / tl.sum(e, axis=1)

@@ -7,8 +7,8 @@
 // reaches memory) where that kernel applies: float16, bfloat16, or float32 with TF32 allowed for
 // convolutions (torch.backends.cudnn.allow_tf32, PyTorch's default; float32 x and weight reach it
 // as fp16 scaled by powers of two, TF32's precision: triton_src/fp16_operands.py); C_out <= the
-// widest channel tile built (128); and 32-bit offsets within one sample. Elsewhere, and on the CPU, it runs ATen's
-// convolution followed by fused::softmax_bias_sigmoid (on CUDA the convolution in the format
+// widest channel tile built (128); and 32-bit offsets within one sample. Elsewhere, and on the
+// CPU, it runs ATen's convolution followed by fused::softmax_bias_sigmoid (on CUDA the convolution in the format
 // its cuDNN kernels take, the tail writing NCHW). Either way the output is a contiguous NCHW tensor of x's dtype.
 // Differentiable in x, weight, conv_bias and bias (the Autograd kernel at the end).
 

@@ -49,7 +49,8 @@ def conv_transpose2d_softmax_bias_sigmoid(x: torch.Tensor, weight: torch.Tensor,
     all of one dtype and device. On CUDA, where C_out <= 128, it runs as one kernel: float16 and
     bfloat16 as they are, float32 where TF32 convolutions are allowed (PyTorch's default) with
     TF32's precision, as fp16 operands scaled by powers of two per sample (x) and per tensor (the
-    weight); elsewhere, and on the CPU, as ATen's convolution followed by the fused tail. Returns a contiguous (N, C_out, H_out, W_out) tensor.
+    weight); elsewhere, and on the CPU, as ATen's convolution followed by the fused tail. Returns
+    a contiguous (N, C_out, H_out, W_out) tensor.
     Differentiable in x, weight, conv_bias and bias: the backward recomputes the convolution
     (ATen's), runs the tail's fused backward and then ATen's convolution backward; it keeps no
     activation beyond the inputs. Not twice differentiable.
