@@ -100,4 +100,15 @@ struct KernelTable {
 
 const KernelTable& kernel_table();
 
+// The first variant of `kernel`, in table order, that `accepts`; nullptr if none does.
+template <typename Accepts>
+const Variant* find_variant(const char* kernel, Accepts accepts) {
+  const KernelTable& table = kernel_table();
+  for (size_t i = 0; i < table.size; ++i) {
+    const Variant& candidate = table.variants[i];
+    if (std::strcmp(candidate.kernel, kernel) == 0 && accepts(candidate)) return &candidate;
+  }
+  return nullptr;
+}
+
 }  // namespace fused_ops

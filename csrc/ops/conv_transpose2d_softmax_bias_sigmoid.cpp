@@ -181,19 +181,13 @@ const Variant* choose_variant(at::ScalarType dtype, int64_t w_phases, bool align
   int shared_limit = 0;
   C10_CUDA_CHECK(
       cudaDeviceGetAttribute(&shared_limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  const KernelTable& table = kernel_table();
-  for (size_t i = 0; i < table.size; ++i) {
-    const Variant& candidate = table.variants[i];
-    if (std::strcmp(candidate.kernel, kKernel) == 0 &&
-        std::strcmp(candidate.dtype, triton_dtype(dtype)) == 0 &&
-        candidate.constexpr_value("W_PHASES") == w_phases &&
-        (aligned || candidate.constexpr_value("ALIGNED") == 0) &&
-        candidate.constexpr_value("BLOCK_N") >= out_channels &&
-        image_for(candidate, device).shared_bytes <= shared_limit) {
-      return &candidate;
-    }
-  }
-  return nullptr;
+  return find_variant(kKernel, [&](const Variant& candidate) {
+    return std::strcmp(candidate.dtype, triton_dtype(dtype)) == 0 &&
+           candidate.constexpr_value("W_PHASES") == w_phases &&
+           (aligned || candidate.constexpr_value("ALIGNED") == 0) &&
+           candidate.constexpr_value("BLOCK_N") >= out_channels &&
+           image_for(candidate, device).shared_bytes <= shared_limit;
+  });
 }
 
 bool aligned_16(const at::Tensor& t) {
@@ -217,16 +211,12 @@ at::Tensor phase_weight(const at::Tensor& weight, int64_t taps_h, int64_t taps_w
 // magnitudes (convert false) or the conversion, for aligned rows or any.
 const Variant& fp16_operands_variant(bool convert, bool aligned) {
   static const auto find = [](int64_t convert, int64_t aligned) {
-    const KernelTable& table = kernel_table();
-    for (size_t i = 0; i < table.size; ++i) {
-      const Variant& v = table.variants[i];
-      if (std::strcmp(v.kernel, "fp16_operands") == 0 && v.constexpr_value("CONVERT") == convert &&
-          v.constexpr_value("ALIGNED") == aligned) {
-        return &v;
-      }
-    }
-    TORCH_CHECK(false, kOp, ": this build has no fp16_operands kernel with CONVERT=", convert,
+    const Variant* found = find_variant("fp16_operands", [&](const Variant& v) {
+      return v.constexpr_value("CONVERT") == convert && v.constexpr_value("ALIGNED") == aligned;
+    });
+    TORCH_CHECK(found != nullptr, kOp, ": this build has no fp16_operands kernel with CONVERT=", convert,
                 ", ALIGNED=", aligned);
+    return found;
   };
   static const std::array<const Variant*, 4> variants{find(0, 0), find(0, 1), find(1, 0), find(1, 1)};
   return *variants[2 * convert + aligned];

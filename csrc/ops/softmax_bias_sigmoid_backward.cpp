@@ -138,12 +138,10 @@ Gradients softmax_bias_sigmoid_backward_cpu(const at::Tensor& grad_out, const at
 // The column_sums kernel (triton_src/column_sums.py) for partial sums of `dtype`.
 const Variant& column_sums_variant(at::ScalarType dtype) {
   static const auto find = [](const char* name) {
-    const KernelTable& table = kernel_table();
-    for (size_t i = 0; i < table.size; ++i) {
-      const Variant& v = table.variants[i];
-      if (std::strcmp(v.kernel, "column_sums") == 0 && std::strcmp(v.dtype, name) == 0) return &v;
-    }
-    TORCH_CHECK(false, kOp, ": this build has no ", name, " column_sums kernel");
+    const Variant* found =
+        find_variant("column_sums", [&](const Variant& v) { return std::strcmp(v.dtype, name) == 0; });
+    TORCH_CHECK(found != nullptr, kOp, ": this build has no ", name, " column_sums kernel");
+    return found;
   };
   static const Variant* const fp32 = find("fp32");
   static const Variant* const fp64 = find("fp64");
