@@ -2,24 +2,25 @@
 
     python triton_src/aot.py --out-dir BUILD_DIR [--archs 80,89,90] [--jobs N]
 
-Every module in this folder that declares ``VARIANTS`` is a kernel: its ``@triton.jit``
-function named ``KERNEL_NAME``, its argument ``SIGNATURE`` and ``DTYPES`` (a variant may
-name its own ``dtypes`` instead). A signature type may say ``{dtype}``, ``{acc_dtype}`` (the
-type the math runs in: fp64 for fp64, else fp32, as at::opmath_type), ``{operand_dtype}`` (the
-module's ``OPERAND_DTYPES`` maps a dtype to the one its launcher converts operands to; else the
-dtype) or any constexpr of the variant, such as ``i{INDEX_BITS}``. A module may define
+Every module in this folder that declares ``VARIANTS`` is a kernel: its ``@triton.jit`` function
+named ``KERNEL_NAME``, its argument ``SIGNATURE`` and ``DTYPES`` (a variant may name its own
+``dtypes`` instead). A signature type may say ``{dtype}``, ``{acc_dtype}`` (the type the math
+runs in: fp64 for fp64, else fp32, as at::opmath_type), ``{operand_dtype}`` (the module's
+``OPERAND_DTYPES`` maps a dtype to the one its launcher converts operands to; else the dtype) or
+any constexpr of the variant, such as ``i{INDEX_BITS}``. A module may define
 ``multiples(variant, dtype)``, the arguments that the variant is compiled to assume are
-multiples of a number (a pointer's address in bytes, an integer's value), as {name: number};
-the table carries that promise to the launcher, which checks it on every call; a promise about a
-pointer must show up as 16- or 8-byte accesses in the PTX, or the build fails. A module may also define ``unread_arguments(variant)``,
-the arguments of SIGNATURE the variant never reads: they are compiled as constants (None, so a
-variant that reads one fails to build), are not parameters of its kernel, and the launcher
-skips them. Each (variant, dtype, arch) is compiled with an explicit ``GPUTarget``, so no GPU
-or driver is needed, in parallel across cores. The output, ``BUILD_DIR/aot_kernels.cpp``, holds
-the cubins (and the PTX of the highest non-"a" arch, which any newer GPU can JIT), embedded,
-plus the table described in csrc/kernel_table.h, with the layout flavours of
-softmax_bias_sigmoid_flavours.py that the launcher chooses among. Everything the C++ launcher knows about a
-kernel (entry name, warps, shared memory, parameter list) is read here from the compiled kernel.
+multiples of a number (a pointer's address in bytes, an integer's value), as {name: number}; the
+table carries that promise to the launcher, which checks it on every call; a promise about a
+pointer must show up as 16- or 8-byte accesses in the PTX, or the build fails. A module may also
+define ``unread_arguments(variant)``, the arguments of SIGNATURE the variant never reads: they
+are compiled as constants (None, so a variant that reads one fails to build), are not parameters
+of its kernel, and the launcher skips them. Each (variant, dtype, arch) is compiled with an
+explicit ``GPUTarget``, so no GPU or driver is needed, in parallel across cores. The output,
+``BUILD_DIR/aot_kernels.cpp``, holds the cubins (and the PTX of the highest non-"a" arch, which
+any newer GPU can JIT), embedded, plus the table described in csrc/kernel_table.h, with the
+layout flavours of softmax_bias_sigmoid_flavours.py that the launcher chooses among. Everything
+the C++ launcher knows about a kernel (entry name, warps, shared memory, parameter list) is read
+here from the compiled kernel.
 
 Runs with the build's Python; needs triton, never torch.
 """

@@ -18,9 +18,10 @@ operands as they are. An fp32 layer (run here only where PyTorch would run its c
 TF32) gets x and the weight as fp16 scaled per sample and per tensor by powers of two
 (fp16_operands.py, launched first): TF32's 11 significant bits, rounded to nearest, at twice
 TF32's tensor-core rate and half its bytes; the epilogue undoes the scales from the same maxima.
-The input element of tap (t_h, t_w) is x[mh - t_h, m - t_w] whatever the column phase, so with W_PHASES = 2 (stride_w == 2) one A tile feeds both column phases' GEMMs and the
-program stores both: 2 * BLOCK_M outputs a row segment, contiguous in NCHW. With W_PHASES = 1
-(any stride) a program owns one (row, column) phase.
+The input element of tap (t_h, t_w) is x[mh - t_h, m - t_w] whatever the column phase, so with
+W_PHASES = 2 (stride_w == 2) one A tile feeds both column phases' GEMMs and the program stores
+both: 2 * BLOCK_M outputs a row segment, contiguous in NCHW. With W_PHASES = 1 (any stride) a
+program owns one (row, column) phase.
 
 The epilogue adds conv_bias, takes the softmax over the channels of each position, adds bias,
 scales, applies the sigmoid and stores. BREAKDOWN is 0 in every built variant; the benchmark

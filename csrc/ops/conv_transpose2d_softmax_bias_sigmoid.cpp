@@ -3,13 +3,14 @@
 //   sigmoid((softmax(conv_transpose2d(x, weight, conv_bias, stride, padding, output_padding),
 //            dim=1) + bias) * scale), dilation 1, groups 1.
 //
-// CUDA runs it as one ahead-of-time compiled Triton kernel (the convolution's output never
-// reaches memory) where that kernel applies: float16, bfloat16, or float32 with TF32 allowed for
+// CUDA runs it as one ahead-of-time compiled Triton kernel (the convolution's output never reaches
+// memory) where that kernel applies: float16, bfloat16, or float32 with TF32 allowed for
 // convolutions (torch.backends.cudnn.allow_tf32, PyTorch's default; float32 x and weight reach it
 // as fp16 scaled by powers of two, TF32's precision: triton_src/fp16_operands.py); C_out <= the
 // widest channel tile built (128); and 32-bit offsets within one sample. Elsewhere, and on the
-// CPU, it runs ATen's convolution followed by fused::softmax_bias_sigmoid (on CUDA the convolution in the format
-// its cuDNN kernels take, the tail writing NCHW). Either way the output is a contiguous NCHW tensor of x's dtype.
+// CPU, it runs ATen's convolution followed by fused::softmax_bias_sigmoid (on CUDA the convolution
+// in the format its cuDNN kernels take, the tail writing NCHW). Either way the output is a
+// contiguous NCHW tensor of x's dtype.
 // Differentiable in x, weight, conv_bias and bias (the Autograd kernel at the end).
 
 #include <ATen/ATen.h>
