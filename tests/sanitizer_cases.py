@@ -3,7 +3,7 @@ edge shapes, layouts and dtypes, each checked against the float64 reference too,
 sanitizer report also means right answers. The inputs are the samples of tests/samples.py.
 Not a pytest module; run it directly:
 
-    python tests/sanitizer_cases.py [--list] [NAME_SUBSTRING ...]
+    python tests/sanitizer_cases.py [--list | --canary] [NAME_SUBSTRING ...]
 
 CASES is a list of (name, callable); a new op or a backward adds its callables to it. Inputs
 are made on the CPU and copied over, so that the sanitized kernels are ours, not torch's.
@@ -108,7 +108,19 @@ CASES = [*forward_cases(), *backward_cases(),
            for c in CONV_CONFIGS + LARGER_CONV_CONFIGS for path in ("fused", "fallback", "backward"))]
 
 
+def canary():
+    """The tail op reading a fresh cudaMalloc that nothing wrote: initcheck must report it, which
+    shows that .ci/sanitize's kernel filter selects our kernels (a filter that matched none would
+    pass every case unchecked)."""
+    x = torch.empty(2, 8, 16, 16, device="cuda")
+    torch.ops.fused.softmax_bias_sigmoid(x, torch.zeros(8, 1, 1, device="cuda"), 1.0)
+    torch.cuda.synchronize()
+
+
 def main(argv):
+    if "--canary" in argv:
+        canary()
+        return 0
     if "--list" in argv:
         print("\n".join(name for name, _ in CASES))
         return 0
