@@ -121,8 +121,8 @@ def jit_forward(x, weight, conv_bias, bias, stride, padding, output_padding, sca
     most = 0
     for group in range(groups):
         r_h, r_w = (group, 0) if w_phases == 2 else divmod(group, stride[1])
-        most = max(most, phase_count(padding[0], r_h, r_h, stride[0], h_out)
-                   * phase_count(padding[1], r_w, r_w + w_phases - 1, stride[1], w_out))
+        cols = phase_count(padding[1], r_w, r_w + w_phases - 1, stride[1], w_out)
+        most = max(most, phase_count(padding[0], r_h, r_h, stride[0], h_out) * (cols + cols % 2))
     tiles = ceil_div(most, config["BLOCK_M"])
     kernel = kernels.conv_transpose2d_softmax_bias_sigmoid[(n * groups * tiles,)](
         x, weights, conv_bias.reshape(-1), bias.reshape(-1), out, row_max,

@@ -11,12 +11,12 @@ The launcher rearranges the weight once per call into `weight_ptr`: [phase (r_h,
 operand is contiguous along K.
 
 A program owns BLOCK_M positions (mh, m) of one row phase of one sample, flattened over that
-phase's rows, and all C_out channels (BLOCK_N >= C_out). GEMM M = positions, N = channels,
-K = taps x C_in in BLOCK_K chunks, fp16 or bf16 operands on the tensor cores, accumulated in fp32;
-the epilogue runs in fp32 and the output is stored in x's dtype. fp16 and bf16 inputs are the
-operands as they are. An fp32 layer (run here only where PyTorch would run its convolution as
-TF32) gets x and the weight as fp16 scaled per sample and per tensor by powers of two
-(fp16_operands.py, launched first): TF32's 11 significant bits, rounded to nearest, at twice
+phase's rows (each padded to an even length), and all C_out channels (BLOCK_N >= C_out). GEMM M =
+positions, N = channels, K = taps x C_in in BLOCK_K chunks, fp16 or bf16 operands on the tensor
+cores, accumulated in fp32; the epilogue runs in fp32 and the output is stored in x's dtype. fp16
+and bf16 inputs are the operands as they are. An fp32 layer (run here only where PyTorch would run
+its convolution as TF32) gets x and the weight as fp16 scaled per sample and per tensor by powers
+of two (fp16_operands.py, launched first): TF32's 11 significant bits, rounded to nearest, at twice
 TF32's tensor-core rate and half its bytes; the epilogue undoes the scales from the same maxima.
 The input element of tap (t_h, t_w) is x[mh - t_h, m - t_w] whatever the column phase, so with
 W_PHASES = 2 (stride_w == 2) one A tile feeds both column phases' GEMMs and the program stores
@@ -139,6 +139,12 @@ def _phase_range(pad, phase_first, phase_last, stride, out_size):
 
 
 @triton.jit
+def _even_pitch(cols):
+    """cols rounded up to an even length, at least 2 (the launcher sizes the grid alike)."""
+    return tl.maximum((cols + 1) // 2 * 2, 2)
+
+
+@triton.jit
 def conv_transpose2d_softmax_bias_sigmoid(
     x_ptr, weight_ptr, conv_bias_ptr, bias_ptr, out_ptr, row_max_ptr,
     in_channels, in_height, in_width, out_channels, out_height, out_width,
@@ -170,11 +176,20 @@ def conv_transpose2d_softmax_bias_sigmoid(
     w_phase0 = weight_ptr + (r_h * stride_w + r_w) * phase_size
     w_phase1 = w_phase0 + phase_size
 
+    # Positions are flattened over rows padded to an even length, so Triton can prove each aligned
+    # pair adjacent in x and coalesces the gather along positions. Left unprovable, the choice
+    # falls to its default order, which triton 3.8 took along channels (then it spills).
+    pitch = _even_pitch(cols)
+    # Every group has the tiles of the largest; a smaller one's last few have no positions. Not
+    # with W_PHASES = 1: there the early return took ptxas from 168 registers to 241-255.
+    if W_PHASES == 2:
+        if tile * BLOCK_M >= rows * pitch:
+            return
     f = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-    valid = f < rows * cols
-    i = f // tl.maximum(cols, 1)
+    valid = f < rows * pitch
+    i = f // pitch
     mh = row_lo + i
-    m = col_lo + f - i * cols
+    m = col_lo + f - i * pitch
 
     co = tl.arange(0, BLOCK_N)
     co_mask = co < out_channels
@@ -222,15 +237,15 @@ def conv_transpose2d_softmax_bias_sigmoid(
         y = tl.interleave(tl.trans(y0), tl.trans(y1))
         q = tl.arange(0, 2 * BLOCK_M)
         fq = tile * BLOCK_M + q // 2
-        iq = fq // tl.maximum(cols, 1)
+        iq = fq // pitch
         oh = stride_h * (row_lo + iq) + r_h - pad_h
-        ow = 2 * (col_lo + fq - iq * cols) + q % 2 - pad_w
+        ow = 2 * (col_lo + fq - iq * pitch) + q % 2 - pad_w
         offsets = co[:, None] * out_plane + (oh * out_width + ow)[None, :]
-        mask = co_mask[:, None] & ((fq < rows * cols) & (ow >= 0) & (ow < out_width))[None, :]
+        mask = co_mask[:, None] & ((fq < rows * pitch) & (ow >= 0) & (ow < out_width))[None, :]
     else:
         y = y0
         oh = stride_h * mh + r_h - pad_h
         ow = stride_w * m + r_w - pad_w
         offsets = co[None, :] * out_plane + (oh * out_width + ow)[:, None]
-        mask = valid[:, None] & co_mask[None, :]
+        mask = (valid & (ow < out_width))[:, None] & co_mask[None, :]  # a row's padding lies past its end
     tl.store(out_sample + offsets, y.to(out_ptr.dtype.element_ty), mask=mask)
