@@ -181,7 +181,7 @@ def conv_transpose2d_softmax_bias_sigmoid(
     # falls to its default order, which triton 3.8 took along channels (then it spills).
     pitch = _even_pitch(cols)
     # Every group has the tiles of the largest; a smaller one's last few have no positions. Not
-    # with W_PHASES = 1: there the early return took ptxas from 168 registers to 241-255.
+    # with W_PHASES = 1, whose registers the early return inflates (docs/performance.md).
     if W_PHASES == 2:
         if tile * BLOCK_M >= rows * pitch:
             return

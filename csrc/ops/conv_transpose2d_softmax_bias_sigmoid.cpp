@@ -311,7 +311,7 @@ at::Tensor conv_transpose2d_softmax_bias_sigmoid_cuda(
     const int64_t r_w = w_phases == 2 ? 0 : group % stride[1];
     const int64_t rows = phase_count(padding[0], r_h, r_h, stride[0], out_height);
     const int64_t cols = phase_count(padding[1], r_w, r_w + w_phases - 1, stride[1], out_width);
-    most_positions = std::max(most_positions, rows * (cols + cols % 2));  // rows padded to even
+    most_positions = std::max(most_positions, rows * (cols + cols % 2));  // each row padded to even (the kernel's pitch)
   }
   const int64_t tiles = ceil_div(most_positions, variant->constexpr_value("BLOCK_M"));
   LaunchArgs args(*variant);
